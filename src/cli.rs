@@ -1,0 +1,174 @@
+//! The command line (clap derive only; the commands live in `commands/`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::formats::Format;
+use crate::query::output::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Usage analytics and cost optimisation for LLM traffic"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Data directory, or s3://BUCKET/PREFIX.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_DATA_DIR",
+        default_value = "./switchyard-data"
+    )]
+    pub data_dir: String,
+    /// Write-ahead log directory (default DATA_DIR/wal; always local).
+    #[arg(long, global = true, env = "SWITCHYARD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// Config file (TOML).
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingest + query API in one process.
+    Serve(ServeArgs),
+    /// Import log files (`-` = stdin; .gz and .zst accepted).
+    Ingest(IngestArgs),
+    /// Read-only SQL over the store.
+    Query(QueryArgs),
+    /// Write a realistic synthetic workload as NDJSON.
+    Generate(GenerateArgs),
+    /// Manage the price catalog.
+    #[command(subcommand)]
+    Prices(PricesCommand),
+    /// Validate configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Longest time acknowledged rows wait before they are written to Parquet.
+    #[arg(long, env = "SWITCHYARD_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Buffered rows that trigger a flush.
+    #[arg(long, env = "SWITCHYARD_MAX_BUFFER_ROWS")]
+    pub max_buffer_rows: Option<usize>,
+    /// Drop partitions older than this many days.
+    #[arg(long, env = "SWITCHYARD_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the ingest and query API.
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Fill an empty data dir with a generated workload first.
+    #[arg(long)]
+    pub demo: bool,
+    /// Records the demo workload holds.
+    #[arg(long, default_value_t = 200_000)]
+    pub demo_requests: u64,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Input shape; `auto` detects it per record.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Files to import; `-` reads stdin.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL statement (or use --file, or stdin).
+    pub sql: Option<String>,
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Write the answer here instead of stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Request records to write (feedback records come on top).
+    #[arg(long)]
+    pub requests: u64,
+    /// Days the workload spans, ending at --end.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// End of the time span (RFC 3339); default 2026-11-25T00:00:00Z, so output is repeatable.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Output file (default stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PricesCommand {
+    /// Merge a LiteLLM or OpenRouter catalog into the data dir's catalog.
+    Import {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = CatalogFormat::Litellm)]
+        format: CatalogFormat,
+        /// Keep only these providers (LiteLLM `litellm_provider`), comma separated.
+        #[arg(long, value_delimiter = ',')]
+        providers: Vec<String>,
+        /// Write the merged catalog here instead of the data dir.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write only the imported entries, not merged over the current catalog.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Show the prices a model name resolves to.
+    Show { model: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CatalogFormat {
+    Litellm,
+    Openrouter,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file and exit.
+    Check,
+}

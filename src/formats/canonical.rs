@@ -1,0 +1,134 @@
+//! The canonical record shape (SPEC: "The canonical request record") and feedback records.
+//! Unknown fields are kept in `metadata` as strings, never an error.
+
+use serde_json::{Map, Value};
+
+use super::{opt_bool, opt_f64, opt_i64, opt_str, req_str, stringify, value_decimal, value_ts_ms};
+use crate::record::{CostSource, Feedback, Item, Record};
+
+/// Fields of the canonical record; everything else goes to `metadata`.
+const KNOWN: &[&str] = &[
+    "request_id",
+    "ts",
+    "model",
+    "provider",
+    "task",
+    "gateway",
+    "key_id",
+    "user_id",
+    "team_id",
+    "app",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "cost_source",
+    "latency_ms",
+    "ttft_ms",
+    "status",
+    "error",
+    "finish_reason",
+    "streamed",
+    "attempt",
+    "parent_id",
+    "policy_version",
+    "route",
+    "metadata",
+    "date",
+    "hour",
+];
+
+fn opt_i32(obj: &Map<String, Value>, key: &str) -> Result<Option<i32>, String> {
+    opt_i64(obj, key)?
+        .map(|v| i32::try_from(v).map_err(|_| format!("`{key}` is out of range: {v}")))
+        .transpose()
+}
+
+/// A canonical request record.
+pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
+    let ts_ms = value_ts_ms(obj.get("ts"), "ts")?;
+    let ts_us = match obj.get("ts") {
+        // RFC 3339 strings keep their microseconds; numbers are epoch milliseconds.
+        Some(Value::String(s)) => super::parse_ts_str(s),
+        _ => ts_ms.map(|ms| ms * 1000),
+    }
+    .ok_or("`ts` is required")?;
+    let mut r = Record {
+        request_id: req_str(&obj, "request_id")?,
+        ts_us,
+        model: req_str(&obj, "model")?,
+        provider: opt_str(&obj, "provider")?,
+        task: opt_str(&obj, "task")?,
+        gateway: opt_str(&obj, "gateway")?,
+        key_id: opt_str(&obj, "key_id")?,
+        user_id: opt_str(&obj, "user_id")?,
+        team_id: opt_str(&obj, "team_id")?,
+        app: opt_str(&obj, "app")?,
+        prompt_tokens: opt_i64(&obj, "prompt_tokens")?,
+        completion_tokens: opt_i64(&obj, "completion_tokens")?,
+        cached_tokens: opt_i64(&obj, "cached_tokens")?,
+        cache_write_tokens: opt_i64(&obj, "cache_write_tokens")?,
+        reasoning_tokens: opt_i64(&obj, "reasoning_tokens")?,
+        cost_usd: value_decimal(obj.get("cost_usd"), "cost_usd")?,
+        cost_source: None,
+        latency_ms: opt_f64(&obj, "latency_ms")?,
+        ttft_ms: opt_f64(&obj, "ttft_ms")?,
+        status: opt_i32(&obj, "status")?,
+        error: opt_str(&obj, "error")?,
+        finish_reason: opt_str(&obj, "finish_reason")?,
+        streamed: opt_bool(&obj, "streamed")?,
+        attempt: opt_i32(&obj, "attempt")?,
+        parent_id: opt_str(&obj, "parent_id")?,
+        policy_version: opt_str(&obj, "policy_version")?,
+        route: opt_str(&obj, "route")?,
+        metadata: Default::default(),
+    };
+    // A stored record read back says `cost_source: unknown` with a null cost: keep it so.
+    if r.cost_usd.is_none() && obj.get("cost_source").and_then(Value::as_str) == Some("unknown") {
+        r.cost_source = Some(CostSource::Unknown);
+    }
+    match obj.get("metadata") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                r.metadata.insert(k.clone(), stringify(v));
+            }
+        }
+        Some(v) => {
+            return Err(format!(
+                "`metadata` must be an object of strings, got {}",
+                super::json_kind(v)
+            ));
+        }
+    }
+    for (k, v) in obj {
+        if !KNOWN.contains(&k.as_str()) && !v.is_null() {
+            r.metadata.entry(k).or_insert_with(|| stringify(&v));
+        }
+    }
+    Ok(Item::Request(Box::new(r)))
+}
+
+/// A feedback record `{request_id, ts?, metric = "quality", value, source?}`.
+pub fn feedback(obj: Map<String, Value>, now_us: i64) -> Result<Item, String> {
+    let ts_us = match obj.get("ts") {
+        Some(Value::String(s)) => Some(
+            super::parse_ts_str(s)
+                .ok_or_else(|| format!("`ts` must be an RFC 3339 timestamp, got {s:?}"))?,
+        ),
+        other => value_ts_ms(other, "ts")?.map(|ms| ms * 1000),
+    };
+    let value = match obj.get("value") {
+        Some(Value::Bool(b)) => f64::from(u8::from(*b)),
+        v => super::value_f64(v, "value")?.ok_or("`value` is required")?,
+    };
+    Ok(Item::Feedback(Feedback {
+        request_id: req_str(&obj, "request_id")?,
+        ts_us: ts_us.unwrap_or(now_us),
+        metric: opt_str(&obj, "metric")?.unwrap_or_else(|| "quality".into()),
+        value,
+        source: opt_str(&obj, "source")?,
+    }))
+}

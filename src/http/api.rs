@@ -1,0 +1,126 @@
+//! Query and operations handlers: `POST /api/query`, `/metrics`, `/healthz`, `/readyz`.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::ingest::check_admin;
+use crate::error::Error;
+use crate::query::output;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    sql: String,
+}
+
+/// `POST /api/query` `{"sql": "..."}` → `{"columns": [...], "rows": [[...]]}`.
+pub async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let req: QueryRequest = serde_json::from_slice(&body)
+        .map_err(|e| Error::Invalid(format!("body must be {{\"sql\": \"...\"}}: {e}")))?;
+    let result = state.query.sql(&req.sql).await?;
+    Ok(Json(output::columns_rows(&result)?).into_response())
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz() -> &'static str {
+    "ready"
+}
+
+/// Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let m = state.store.metrics();
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut s = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, v: f64| {
+        s.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    };
+    line(
+        "switchyard_ingested_records_total",
+        "counter",
+        "Records accepted.",
+        g(&m.accepted) as f64,
+    );
+    line(
+        "switchyard_duplicate_records_total",
+        "counter",
+        "Records dropped as already stored.",
+        g(&m.duplicates) as f64,
+    );
+    line(
+        "switchyard_rejected_records_total",
+        "counter",
+        "Records rejected as invalid.",
+        g(&m.rejected) as f64,
+    );
+    line(
+        "switchyard_ingest_batches_total",
+        "counter",
+        "Ingest batches committed.",
+        g(&m.batches) as f64,
+    );
+    line(
+        "switchyard_buffered_rows",
+        "gauge",
+        "Rows acknowledged but not yet in Parquet.",
+        g(&m.buffered_rows) as f64,
+    );
+    line(
+        "switchyard_wal_bytes",
+        "gauge",
+        "Bytes in WAL segments.",
+        state.store.wal_bytes() as f64,
+    );
+    line(
+        "switchyard_flushes_total",
+        "counter",
+        "Flushes to Parquet.",
+        g(&m.flushes) as f64,
+    );
+    line(
+        "switchyard_flushed_rows_total",
+        "counter",
+        "Rows flushed to Parquet.",
+        g(&m.flushed_rows) as f64,
+    );
+    line(
+        "switchyard_flush_seconds_total",
+        "counter",
+        "Time spent flushing.",
+        g(&m.flush_micros_total) as f64 / 1e6,
+    );
+    line(
+        "switchyard_last_flush_seconds",
+        "gauge",
+        "Duration of the last flush.",
+        g(&m.last_flush_micros) as f64 / 1e6,
+    );
+    line(
+        "switchyard_compactions_total",
+        "counter",
+        "Compacted files written.",
+        g(&m.compactions) as f64,
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s,
+    )
+        .into_response()
+}

@@ -1,0 +1,202 @@
+//! Ingest handlers: `POST /v1/logs`, `/v1/feedback`, `/v1/traces`. Each checks the token,
+//! decodes the body (gzip, zstd; bounded after decompression), parses it and hands it to the
+//! store, answering once the accepted records are durable.
+
+use std::io::Read;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::error::Error;
+use crate::formats::{self, Format, Parsed};
+use crate::store::IngestOutcome;
+
+/// Checks `Authorization: Bearer` against the ingest token (the admin token works too).
+pub fn check_ingest(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
+    let t = &state.tokens;
+    if !t.any() {
+        return Ok(());
+    }
+    let given = bearer(headers);
+    let ok = given.is_some_and(|g| {
+        t.ingest.as_deref().is_some_and(|x| ct_eq(x, g))
+            || t.admin.as_deref().is_some_and(|x| ct_eq(x, g))
+    });
+    if ok { Ok(()) } else { Err(Error::Unauthorized) }
+}
+
+/// Checks the admin token (query and admin routes).
+pub fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
+    let t = &state.tokens;
+    match t.admin.as_deref() {
+        None if t.ingest.is_none() => Ok(()),
+        None => Err(Error::Unauthorized),
+        Some(x) if bearer(headers).is_some_and(|g| ct_eq(x, g)) => Ok(()),
+        Some(_) => Err(Error::Unauthorized),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Compares tokens without an early exit on the first differing byte.
+fn ct_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The request body, decompressed per `Content-Encoding` and bounded by the size limit.
+pub fn body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Error> {
+    let enc = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let too_large = || Error::TooLarge(format!("body exceeds {limit} bytes after decompression"));
+    let read_bounded = |mut r: Box<dyn Read + '_>| -> Result<Bytes, Error> {
+        let mut out = Vec::new();
+        let n = r
+            .by_ref()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::Invalid(format!("cannot decompress the {enc} body: {e}")))?;
+        if n > limit {
+            return Err(too_large());
+        }
+        Ok(Bytes::from(out))
+    };
+    match enc.as_str() {
+        "identity" | "" => Ok(raw),
+        "gzip" | "x-gzip" => read_bounded(Box::new(flate2::read::MultiGzDecoder::new(&raw[..]))),
+        "zstd" => {
+            let d = zstd::stream::read::Decoder::new(&raw[..])
+                .map_err(|e| Error::Invalid(format!("bad zstd body: {e}")))?;
+            read_bounded(Box::new(d))
+        }
+        other => Err(Error::Invalid(format!(
+            "unsupported Content-Encoding {other:?} (use gzip or zstd)"
+        ))),
+    }
+}
+
+fn answer(out: IngestOutcome) -> Response {
+    let nothing_usable = out.accepted == 0 && out.duplicates == 0;
+    let status = if nothing_usable {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(out)).into_response()
+}
+
+async fn ingest(state: &AppState, parsed: Parsed) -> Result<Response, ApiError> {
+    if parsed.items.is_empty() && parsed.rejected.is_empty() {
+        return Err(Error::Invalid("the body holds no records".into()).into());
+    }
+    let out = state.store.ingest(parsed).await?;
+    Ok(answer(out))
+}
+
+async fn ingest_as(
+    state: AppState,
+    headers: HeaderMap,
+    raw: Bytes,
+    format: Format,
+) -> Result<Response, ApiError> {
+    check_ingest(&state, &headers)?;
+    let body = body(&headers, raw, state.max_body_bytes)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let parsed = tokio::task::spawn_blocking(move || formats::parse_body(&body, format, now))
+        .await
+        .map_err(|e| Error::Internal(format!("parse task: {e}")))?;
+    ingest(&state, parsed).await
+}
+
+/// `POST /v1/logs`: NDJSON or a JSON array of records of any accepted shape.
+pub async fn logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    ingest_as(state, headers, raw, Format::Auto).await
+}
+
+/// `POST /v1/feedback`: feedback records.
+pub async fn feedback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    ingest_as(state, headers, raw, Format::Feedback).await
+}
+
+/// `POST /v1/traces`: OTLP/HTTP, protobuf (answered in protobuf) or JSON.
+pub async fn traces(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !ctype.contains("protobuf") {
+        return ingest_as(state, headers, raw, Format::Otlp).await;
+    }
+    check_ingest(&state, &headers)?;
+    let body = body(&headers, raw, state.max_body_bytes)?;
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut p = Parsed::default();
+        match formats::otlp::from_protobuf(&body) {
+            Ok(items) => p.items = items.into_iter().enumerate().collect(),
+            Err(e) => p.rejected.push((0, e)),
+        }
+        p
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("parse task: {e}")))?;
+    if let Some((_, e)) = parsed.rejected.first() {
+        return Err(Error::Invalid(format!("OTLP protobuf: {e}")).into());
+    }
+    if parsed.items.is_empty() {
+        return Err(Error::Invalid("the OTLP export holds no gen_ai spans".into()).into());
+    }
+    let out = state.store.ingest(parsed).await?;
+    // ExportTraceServiceResponse: empty on full success, partial_success otherwise.
+    use prost::Message;
+    let resp = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse {
+        partial_success: (!out.rejected.is_empty()).then(|| {
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
+                rejected_spans: out.rejected.len() as i64,
+                error_message: out
+                    .rejected
+                    .iter()
+                    .map(|r| format!("span {}: {}", r.index, r.error))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }
+        }),
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        resp.encode_to_vec(),
+    )
+        .into_response())
+}

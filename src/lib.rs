@@ -1,0 +1,28 @@
+//! switchyard: usage analytics and cost optimisation for LLM traffic.
+//!
+//! The data's path:
+//!
+//! ```text
+//! gateway logs ─┐   formats::*        record::finish      store::Store
+//! (HTTP, files) ├─▶ detect + adapt ─▶ validate + price ─▶ dedupe ─▶ WAL (fsync, group commit)
+//! proxy ────────┘                     (prices)                       │
+//!                                                                    ▼
+//!                      query::* (DataFusion) ◀── Parquet (Hive layout) + unflushed buffer
+//! ```
+//!
+//! `http` serves the ingest and query API over the same [`store::Store`] the CLI uses.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod formats;
+pub mod generate;
+pub mod http;
+pub mod prices;
+pub mod query;
+pub mod record;
+pub mod schema;
+pub mod store;
+
+pub use error::{Error, Result};

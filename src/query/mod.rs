@@ -1,0 +1,209 @@
+//! SQL over the store with DataFusion: the `requests`, `feedback` and `prices` tables, read-only,
+//! bounded in time and memory.
+//!
+//! `requests` and `feedback` are views over two parts: the Parquet files (a listing table with
+//! Hive partition columns, pruned by `date`/`hour` and file statistics) and the rows still in
+//! the write buffer. Both parts are fixed while the buffer's read lock is held during planning,
+//! so a concurrent flush never shows a row twice or not at all.
+
+pub mod output;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::prices::PriceCatalog;
+use crate::schema::Table;
+use crate::store::Store;
+
+/// Bounds on each query.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub memory_limit_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            memory_limit_bytes: 512 << 20,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A query's answer.
+#[derive(Debug)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Runs SQL over a store.
+#[derive(Clone)]
+pub struct QueryEngine {
+    store: Store,
+    runtime: Arc<RuntimeEnv>,
+    cfg: QueryConfig,
+}
+
+impl QueryEngine {
+    pub fn new(store: Store, cfg: QueryConfig) -> Result<Self> {
+        // File listings are never cached: new Parquet files must show up in the next query.
+        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(cfg.memory_limit_bytes)))
+            .with_cache_manager(cache)
+            .build_arc()?;
+        let loc = store.location();
+        runtime.register_object_store(&loc.store_url, loc.store.clone());
+        Ok(QueryEngine {
+            store,
+            runtime,
+            cfg,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn context(&self) -> SessionContext {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        SessionContext::new_with_config_rt(config, self.runtime.clone())
+    }
+
+    fn listing_table(&self, table: Table) -> Result<ListingTable> {
+        let url = ListingTableUrl::parse(self.store.location().table_url(table.name()))?;
+        let parts = table
+            .partition_columns()
+            .iter()
+            .map(|c| (c.to_string(), DataType::Utf8))
+            .collect();
+        let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(parts);
+        let cfg = ListingTableConfig::new(url)
+            .with_listing_options(opts)
+            .with_schema(table.file_schema());
+        Ok(ListingTable::try_new(cfg)?)
+    }
+
+    /// Runs one read-only statement. DDL, DML, `COPY` and `SET` are rejected.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let ctx = self.context();
+        let plan = {
+            let buffer = self.store.read_buffer().await;
+            for table in Table::ALL {
+                let name = table.name();
+                ctx.register_table(
+                    format!("{name}_stored"),
+                    Arc::new(self.listing_table(table)?),
+                )?;
+                let mem =
+                    MemTable::try_new(table.table_schema(), vec![buffer.batches(table).to_vec()])?;
+                ctx.register_table(format!("{name}_buffered"), Arc::new(mem))?;
+                ctx.sql(&format!(
+                    "CREATE VIEW {name} AS SELECT * FROM {name}_stored UNION ALL SELECT * FROM {name}_buffered"
+                ))
+                .await?;
+            }
+            ctx.register_batch("prices", prices_batch(&self.store.prices())?)?;
+            let opts = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx.sql_with_options(sql, opts).await.map_err(classify)?;
+            df.create_physical_plan().await.map_err(classify)?
+        };
+        let schema = plan.schema();
+        let task = ctx.task_ctx();
+        let run = datafusion::physical_plan::collect(plan, task);
+        match tokio::time::timeout(self.cfg.timeout, run).await {
+            Ok(Ok(batches)) => Ok(QueryResult { schema, batches }),
+            Ok(Err(e)) => Err(classify(e)),
+            Err(_) => Err(Error::QueryLimit(format!(
+                "query exceeded its time limit of {} ms",
+                self.cfg.timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// Sorts DataFusion errors into the user's (bad SQL, writes) and the limits'.
+fn classify(e: datafusion::error::DataFusionError) -> Error {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::ResourcesExhausted(m) => {
+            Error::QueryLimit(format!("query exceeded its memory limit: {m}"))
+        }
+        E::SQL(..) | E::Plan(..) | E::SchemaError(..) => Error::QueryRejected(e.strip_backtrace()),
+        E::Execution(m) if m.contains("not supported") || m.contains("not allowed") => {
+            Error::QueryRejected(e.strip_backtrace())
+        }
+        _ => Error::DataFusion(e),
+    }
+}
+
+/// The `prices` table: one row per catalog model, USD per million tokens.
+pub fn prices_batch(cat: &PriceCatalog) -> Result<RecordBatch> {
+    use arrow::array::{Float64Builder, Int64Builder, StringBuilder};
+    use arrow::datatypes::{Field, Schema};
+    use rust_decimal::prelude::ToPrimitive;
+    let models = &cat.file().models;
+    let mut model = StringBuilder::new();
+    let mut provider = StringBuilder::new();
+    let mut cols: Vec<Float64Builder> = (0..5).map(|_| Float64Builder::new()).collect();
+    let mut ctx = Int64Builder::new();
+    for (name, p) in models {
+        model.append_value(name);
+        provider.append_value(&p.provider);
+        let vals = [
+            Some(p.input),
+            Some(p.output),
+            p.cached_input,
+            p.cache_write,
+            p.reasoning,
+        ];
+        for (b, v) in cols.iter_mut().zip(vals) {
+            b.append_option(v.and_then(|d| d.to_f64()));
+        }
+        ctx.append_option(p.context_window);
+    }
+    let mut fields = vec![
+        Field::new("model", DataType::Utf8, false),
+        Field::new("provider", DataType::Utf8, false),
+    ];
+    for n in [
+        "input",
+        "output",
+        "cached_input",
+        "cache_write",
+        "reasoning",
+    ] {
+        fields.push(Field::new(n, DataType::Float64, true));
+    }
+    fields.push(Field::new("context_window", DataType::Int64, true));
+    let mut arrays: Vec<arrow::array::ArrayRef> =
+        vec![Arc::new(model.finish()), Arc::new(provider.finish())];
+    for mut b in cols {
+        arrays.push(Arc::new(b.finish()));
+    }
+    arrays.push(Arc::new(ctx.finish()));
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}

@@ -1,0 +1,352 @@
+//! The Arrow schemas of the `requests` and `feedback` tables, and record ⇄ RecordBatch.
+//!
+//! Batches in memory (the write buffer, the WAL) carry the partition columns `date` and `hour`
+//! at the end; Parquet files leave them out, since the Hive path holds them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
+    MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Datelike, Timelike};
+use rust_decimal::Decimal;
+
+use crate::error::Result;
+use crate::record::{COST_SCALE, Feedback, Record};
+
+/// Precision of `cost_usd`: DECIMAL(18, 12) fits a Parquet INT64 and up to 999,999 USD.
+pub const COST_PRECISION: u8 = 18;
+
+fn utc_ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn metadata_type() -> DataType {
+    let entries = Fields::from(vec![
+        Field::new("keys", DataType::Utf8, false),
+        Field::new("values", DataType::Utf8, true),
+    ]);
+    DataType::Map(
+        Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+        false,
+    )
+}
+
+fn partition_fields(hour: bool) -> Vec<Field> {
+    let mut f = vec![Field::new("date", DataType::Utf8, false)];
+    if hour {
+        f.push(Field::new("hour", DataType::Utf8, false));
+    }
+    f
+}
+
+fn request_fields() -> Vec<Field> {
+    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    let i = |n: &str| Field::new(n, DataType::Int64, true);
+    vec![
+        s("request_id", false),
+        Field::new("ts", utc_ts(), false),
+        s("model", false),
+        s("provider", true),
+        s("task", false),
+        s("gateway", true),
+        s("key_id", true),
+        s("user_id", true),
+        s("team_id", true),
+        s("app", true),
+        i("prompt_tokens"),
+        i("completion_tokens"),
+        i("cached_tokens"),
+        i("cache_write_tokens"),
+        i("reasoning_tokens"),
+        Field::new(
+            "cost_usd",
+            DataType::Decimal128(COST_PRECISION, COST_SCALE as i8),
+            true,
+        ),
+        s("cost_source", false),
+        Field::new("latency_ms", DataType::Float64, true),
+        Field::new("ttft_ms", DataType::Float64, true),
+        Field::new("status", DataType::Int32, true),
+        s("error", true),
+        s("finish_reason", true),
+        Field::new("streamed", DataType::Boolean, true),
+        Field::new("attempt", DataType::Int32, true),
+        s("parent_id", true),
+        s("policy_version", true),
+        s("route", true),
+        Field::new("metadata", metadata_type(), true),
+    ]
+}
+
+fn feedback_fields() -> Vec<Field> {
+    vec![
+        Field::new("request_id", DataType::Utf8, false),
+        Field::new("ts", utc_ts(), false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("source", DataType::Utf8, true),
+    ]
+}
+
+static REQUEST_FILE: LazyLock<SchemaRef> =
+    LazyLock::new(|| Arc::new(Schema::new(request_fields())));
+static REQUEST_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = request_fields();
+    f.extend(partition_fields(true));
+    Arc::new(Schema::new(f))
+});
+static FEEDBACK_FILE: LazyLock<SchemaRef> =
+    LazyLock::new(|| Arc::new(Schema::new(feedback_fields())));
+static FEEDBACK_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = feedback_fields();
+    f.extend(partition_fields(false));
+    Arc::new(Schema::new(f))
+});
+
+/// Which table a batch belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Requests,
+    Feedback,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Requests, Table::Feedback];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Requests => "requests",
+            Table::Feedback => "feedback",
+        }
+    }
+
+    /// Columns stored in each Parquet file.
+    pub fn file_schema(self) -> SchemaRef {
+        match self {
+            Table::Requests => REQUEST_FILE.clone(),
+            Table::Feedback => FEEDBACK_FILE.clone(),
+        }
+    }
+
+    /// File columns plus the partition columns (`date`, and `hour` for requests).
+    pub fn table_schema(self) -> SchemaRef {
+        match self {
+            Table::Requests => REQUEST_TABLE.clone(),
+            Table::Feedback => FEEDBACK_TABLE.clone(),
+        }
+    }
+
+    /// Names of the Hive partition columns, outermost first.
+    pub fn partition_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Requests => &["date", "hour"],
+            Table::Feedback => &["date"],
+        }
+    }
+}
+
+/// `YYYY-MM-DD` and `HH` (UTC) of a microsecond timestamp.
+pub fn partition_of(ts_us: i64) -> (String, String) {
+    match DateTime::from_timestamp_micros(ts_us) {
+        Some(t) => (
+            format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day()),
+            format!("{:02}", t.hour()),
+        ),
+        None => ("1970-01-01".into(), "00".into()),
+    }
+}
+
+/// Caches the partition strings of the last hour seen (records arrive roughly in time order).
+struct PartitionCache {
+    hour_bucket: i64,
+    date: String,
+    hour: String,
+}
+
+impl PartitionCache {
+    fn new() -> Self {
+        PartitionCache {
+            hour_bucket: i64::MIN,
+            date: String::new(),
+            hour: String::new(),
+        }
+    }
+
+    fn get(&mut self, ts_us: i64) -> (&str, &str) {
+        let bucket = ts_us.div_euclid(3_600_000_000);
+        if bucket != self.hour_bucket {
+            let (d, h) = partition_of(ts_us);
+            self.hour_bucket = bucket;
+            self.date = d;
+            self.hour = h;
+        }
+        (&self.date, &self.hour)
+    }
+}
+
+fn decimal_units(d: Decimal) -> i128 {
+    let mut d = d;
+    d.rescale(COST_SCALE);
+    d.mantissa()
+}
+
+/// Builds a `requests` batch (table schema, with partition columns) from finished records.
+pub fn requests_to_batch(records: &[Record]) -> Result<RecordBatch> {
+    let n = records.len();
+    let str_col = |f: &dyn Fn(&Record) -> Option<&str>| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 8);
+        for r in records {
+            b.append_option(f(r));
+        }
+        Arc::new(b.finish())
+    };
+    let i64_col = |f: &dyn Fn(&Record) -> Option<i64>| -> ArrayRef {
+        let mut b = Int64Builder::with_capacity(n);
+        for r in records {
+            b.append_option(f(r));
+        }
+        Arc::new(b.finish())
+    };
+    let f64_col = |f: &dyn Fn(&Record) -> Option<f64>| -> ArrayRef {
+        let mut b = Float64Builder::with_capacity(n);
+        for r in records {
+            b.append_option(f(r));
+        }
+        Arc::new(b.finish())
+    };
+    let i32_col = |f: &dyn Fn(&Record) -> Option<i32>| -> ArrayRef {
+        let mut b = Int32Builder::with_capacity(n);
+        for r in records {
+            b.append_option(f(r));
+        }
+        Arc::new(b.finish())
+    };
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut cost = Decimal128Builder::with_capacity(n)
+        .with_precision_and_scale(COST_PRECISION, COST_SCALE as i8)?;
+    let mut streamed = BooleanBuilder::with_capacity(n);
+    let mut meta = MapBuilder::new(
+        Some(MapFieldNames {
+            entry: "entries".into(),
+            key: "keys".into(),
+            value: "values".into(),
+        }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut date = StringBuilder::with_capacity(n, n * 10);
+    let mut hour = StringBuilder::with_capacity(n, n * 2);
+    let mut pc = PartitionCache::new();
+    for r in records {
+        ts.append_value(r.ts_us);
+        cost.append_option(r.cost_usd.map(decimal_units));
+        streamed.append_option(r.streamed);
+        if r.metadata.is_empty() {
+            meta.append(false)?;
+        } else {
+            for (k, v) in &r.metadata {
+                meta.keys().append_value(k);
+                meta.values().append_value(v);
+            }
+            meta.append(true)?;
+        }
+        let (d, h) = pc.get(r.ts_us);
+        date.append_value(d);
+        hour.append_value(h);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        str_col(&|r| Some(&r.request_id)),
+        Arc::new(ts.finish()),
+        str_col(&|r| Some(&r.model)),
+        str_col(&|r| r.provider.as_deref()),
+        str_col(&|r| Some(r.task.as_deref().unwrap_or("default"))),
+        str_col(&|r| r.gateway.as_deref()),
+        str_col(&|r| r.key_id.as_deref()),
+        str_col(&|r| r.user_id.as_deref()),
+        str_col(&|r| r.team_id.as_deref()),
+        str_col(&|r| r.app.as_deref()),
+        i64_col(&|r| r.prompt_tokens),
+        i64_col(&|r| r.completion_tokens),
+        i64_col(&|r| r.cached_tokens),
+        i64_col(&|r| r.cache_write_tokens),
+        i64_col(&|r| r.reasoning_tokens),
+        Arc::new(cost.finish()),
+        str_col(&|r| Some(r.cost_source.map(|c| c.as_str()).unwrap_or("unknown"))),
+        f64_col(&|r| r.latency_ms),
+        f64_col(&|r| r.ttft_ms),
+        i32_col(&|r| r.status),
+        str_col(&|r| r.error.as_deref()),
+        str_col(&|r| r.finish_reason.as_deref()),
+        Arc::new(streamed.finish()),
+        i32_col(&|r| r.attempt),
+        str_col(&|r| r.parent_id.as_deref()),
+        str_col(&|r| r.policy_version.as_deref()),
+        str_col(&|r| r.route.as_deref()),
+        Arc::new(meta.finish()),
+        Arc::new(date.finish()),
+        Arc::new(hour.finish()),
+    ];
+    Ok(RecordBatch::try_new(
+        Table::Requests.table_schema(),
+        columns,
+    )?)
+}
+
+/// Builds a `feedback` batch (table schema, with `date`) from finished feedback records.
+pub fn feedback_to_batch(items: &[Feedback]) -> Result<RecordBatch> {
+    let n = items.len();
+    let mut id = StringBuilder::with_capacity(n, n * 24);
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut metric = StringBuilder::with_capacity(n, n * 8);
+    let mut value = Float64Builder::with_capacity(n);
+    let mut source = StringBuilder::with_capacity(n, n * 4);
+    let mut date = StringBuilder::with_capacity(n, n * 10);
+    let mut pc = PartitionCache::new();
+    for f in items {
+        id.append_value(&f.request_id);
+        ts.append_value(f.ts_us);
+        metric.append_value(&f.metric);
+        value.append_value(f.value);
+        source.append_option(f.source.as_deref());
+        date.append_value(pc.get(f.ts_us).0);
+    }
+    Ok(RecordBatch::try_new(
+        Table::Feedback.table_schema(),
+        vec![
+            Arc::new(id.finish()),
+            Arc::new(ts.finish()),
+            Arc::new(metric.finish()),
+            Arc::new(value.finish()),
+            Arc::new(source.finish()),
+            Arc::new(date.finish()),
+        ],
+    )?)
+}
+
+/// The metadata of row `i` of a `requests` batch, as a map (used by tests and exports).
+pub fn metadata_at(batch: &RecordBatch, i: usize) -> BTreeMap<String, String> {
+    use arrow::array::{AsArray, StringArray};
+    let mut out = BTreeMap::new();
+    let Some(col) = batch.column_by_name("metadata") else {
+        return out;
+    };
+    let Some(map) = col.as_map_opt() else {
+        return out;
+    };
+    if map.is_null(i) {
+        return out;
+    }
+    let entries = map.value(i);
+    let keys = entries.column(0).as_any().downcast_ref::<StringArray>();
+    let vals = entries.column(1).as_any().downcast_ref::<StringArray>();
+    if let (Some(k), Some(v)) = (keys, vals) {
+        for j in 0..k.len() {
+            out.insert(k.value(j).to_string(), v.value(j).to_string());
+        }
+    }
+    out
+}

@@ -1,0 +1,101 @@
+//! Where the data dir lives: a local directory or an S3-compatible bucket, both behind
+//! `object_store`, with the URL DataFusion reads it by.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The data dir as an object store, a key prefix inside it and the URL of that prefix.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    /// Key prefix of the data dir inside `store`.
+    pub prefix: Path,
+    /// URL of the object store's root (`file:///`, `s3://bucket`), for DataFusion's registry.
+    pub store_url: url::Url,
+    /// The local directory, when the data dir is one.
+    pub local_dir: Option<PathBuf>,
+}
+
+impl Location {
+    /// Opens `--data-dir`: a path, or `s3://BUCKET/PREFIX` with credentials from `AWS_*`.
+    pub fn open(data_dir: &str) -> Result<Self> {
+        if let Some(rest) = data_dir.strip_prefix("s3://") {
+            return Self::open_s3(rest);
+        }
+        if data_dir.contains("://") {
+            return Err(Error::Config(format!(
+                "data dir {data_dir:?}: only local paths and s3:// URLs are supported"
+            )));
+        }
+        let dir = FsPath::new(data_dir);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let abs = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        let prefix = Path::from_absolute_path(&abs)
+            .map_err(|e| Error::Config(format!("data dir {}: {e}", abs.display())))?;
+        let store_url =
+            url::Url::parse("file:///").map_err(|e| Error::Internal(format!("file URL: {e}")))?;
+        Ok(Location {
+            store: Arc::new(LocalFileSystem::new()),
+            prefix,
+            store_url,
+            local_dir: Some(abs),
+        })
+    }
+
+    #[cfg(feature = "s3")]
+    fn open_s3(rest: &str) -> Result<Self> {
+        use object_store::aws::AmazonS3Builder;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Config(
+                "s3 data dir needs a bucket: s3://BUCKET/PREFIX".into(),
+            ));
+        }
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| Error::Config(format!("s3://{bucket}: {e}")))?;
+        let store_url = url::Url::parse(&format!("s3://{bucket}"))
+            .map_err(|e| Error::Config(format!("s3 bucket name {bucket:?}: {e}")))?;
+        Ok(Location {
+            store: Arc::new(store),
+            prefix: Path::from(prefix.trim_matches('/')),
+            store_url,
+            local_dir: None,
+        })
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn open_s3(_rest: &str) -> Result<Self> {
+        Err(Error::Config(
+            "this build has no S3 support (cargo feature `s3`)".into(),
+        ))
+    }
+
+    /// The object path of `parts` below the data dir.
+    pub fn path(&self, parts: &[&str]) -> Path {
+        let mut p = self.prefix.clone();
+        for part in parts {
+            for seg in part.split('/').filter(|s| !s.is_empty()) {
+                p = p.join(seg);
+            }
+        }
+        p
+    }
+
+    /// The URL DataFusion lists a table directory by (ends with `/`).
+    pub fn table_url(&self, dir: &str) -> String {
+        let mut base = self.store_url.as_str().trim_end_matches('/').to_string();
+        let p = self.path(&[dir]);
+        base.push('/');
+        base.push_str(p.as_ref());
+        base.push('/');
+        base
+    }
+}

@@ -1,0 +1,188 @@
+//! Shared test helpers: the real `switchyard` binary, servers on 127.0.0.1:0, HTTP and SQL.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+/// The shared read-only data folder beside the repository.
+pub fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}
+
+/// Runs `switchyard ARGS` to completion.
+pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_remove("SWITCHYARD_INGEST_TOKEN")
+        .env_remove("SWITCHYARD_ADMIN_TOKEN");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Runs `switchyard` with stdin.
+pub fn run_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `switchyard query --format csv` → rows of strings (header dropped).
+pub fn query_csv(data_dir: &Path, sql: &str) -> Vec<Vec<String>> {
+    let out = run(
+        &[
+            "query",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--format",
+            "csv",
+            sql,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "query failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+/// A running `switchyard serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut c = Command::new(bin());
+        c.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
+        .args(extra)
+        .env_remove("SWITCHYARD_INGEST_TOKEN")
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("switchyard listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL, no chance to flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// `POST /api/query` → the `rows` array.
+pub async fn api_query(c: &reqwest::Client, s: &Server, sql: &str) -> Vec<Vec<Value>> {
+    let r = c
+        .post(s.url("/api/query"))
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "query {sql:?} failed: {body}");
+    serde_json::from_value(body["rows"].clone()).unwrap()
+}
+
+/// A number from a JSON cell (numbers or numeric strings).
+pub fn num(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => n.as_f64().unwrap(),
+        Value::String(s) => s.parse().unwrap(),
+        other => panic!("not a number: {other}"),
+    }
+}
+
+/// A canonical record line.
+pub fn record(id: &str, model: &str, prompt: i64, completion: i64) -> String {
+    serde_json::json!({
+        "request_id": id,
+        "ts": "2026-11-20T10:15:00.123Z",
+        "model": model,
+        "task": "summarize",
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "latency_ms": 812.5,
+        "key_id": "team-search",
+    })
+    .to_string()
+}

@@ -1,0 +1,10 @@
+//! The one integration-test binary: every test of switchyard, by area.
+
+mod common;
+mod durability;
+mod formats_litellm;
+mod formats_openai;
+mod formats_otlp;
+mod generate;
+mod ingest_http;
+mod prices;
