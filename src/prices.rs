@@ -158,10 +158,15 @@ fn strip_date_suffix(s: &str) -> &str {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b[i].is_ascii_digit());
     let n = b.len();
-    if n > 11 && b[n - 11] == b'-' && b[n - 8] == b'-' && b[n - 5] == b'-' {
-        if digits(n - 10..n - 8) && digits(n - 7..n - 5) && digits(n - 4..n) {
-            return &s[..n - 11];
-        }
+    if n > 11
+        && b[n - 11] == b'-'
+        && b[n - 6] == b'-'
+        && b[n - 3] == b'-'
+        && digits(n - 10..n - 6)
+        && digits(n - 5..n - 3)
+        && digits(n - 2..n)
+    {
+        return &s[..n - 11];
     }
     if n > 9 && b[n - 9] == b'-' && digits(n - 8..n) {
         return &s[..n - 9];

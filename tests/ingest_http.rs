@@ -269,7 +269,7 @@ async fn resending_a_batch_changes_no_count() {
         .await
         .unwrap();
     assert_eq!(f1["accepted"], 100);
-    let totals = "SELECT (SELECT count(*) FROM requests), (SELECT sum(cost_usd) FROM requests), (SELECT count(*) FROM feedback)";
+    let totals = "SELECT (SELECT count(*) FROM requests) AS n, (SELECT sum(cost_usd) FROM requests) AS cost, (SELECT count(*) FROM feedback) AS fb";
     let before = api_query(&c, &s, totals).await;
     // Again right away (still buffered), after a flush to Parquet, and after a restart.
     for round in 0..3 {

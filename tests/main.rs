@@ -1,5 +1,7 @@
 //! The one integration-test binary: every test of switchyard, by area.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod durability;
 mod formats_litellm;

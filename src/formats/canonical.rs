@@ -48,13 +48,7 @@ fn opt_i32(obj: &Map<String, Value>, key: &str) -> Result<Option<i32>, String> {
 
 /// A canonical request record.
 pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
-    let ts_ms = value_ts_ms(obj.get("ts"), "ts")?;
-    let ts_us = match obj.get("ts") {
-        // RFC 3339 strings keep their microseconds; numbers are epoch milliseconds.
-        Some(Value::String(s)) => super::parse_ts_str(s),
-        _ => ts_ms.map(|ms| ms * 1000),
-    }
-    .ok_or("`ts` is required")?;
+    let ts_us = value_ts_ms(obj.get("ts"), "ts")?.ok_or("`ts` is required")?;
     let mut r = Record {
         request_id: req_str(&obj, "request_id")?,
         ts_us,
@@ -113,13 +107,7 @@ pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
 
 /// A feedback record `{request_id, ts?, metric = "quality", value, source?}`.
 pub fn feedback(obj: Map<String, Value>, now_us: i64) -> Result<Item, String> {
-    let ts_us = match obj.get("ts") {
-        Some(Value::String(s)) => Some(
-            super::parse_ts_str(s)
-                .ok_or_else(|| format!("`ts` must be an RFC 3339 timestamp, got {s:?}"))?,
-        ),
-        other => value_ts_ms(other, "ts")?.map(|ms| ms * 1000),
-    };
+    let ts_us = value_ts_ms(obj.get("ts"), "ts")?;
     let value = match obj.get("value") {
         Some(Value::Bool(b)) => f64::from(u8::from(*b)),
         v => super::value_f64(v, "value")?.ok_or("`value` is required")?,

@@ -99,14 +99,14 @@ pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
     };
 
     let mut model = first_str(&obj, &["model"])?;
-    if model.is_none() {
-        if let Some(h) = hidden {
-            model = nested(
-                "hidden_params",
-                "litellm_model_name",
-                first_str(h, &["litellm_model_name"]),
-            )?;
-        }
+    if model.is_none()
+        && let Some(h) = hidden
+    {
+        model = nested(
+            "hidden_params",
+            "litellm_model_name",
+            first_str(h, &["litellm_model_name"]),
+        )?;
     }
     let model = match model {
         Some(m) => m,
@@ -223,13 +223,16 @@ pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
             }
         }
     }
+    // Tags are checked even when the task came from elsewhere.
+    let tag_task = match task_tag(obj.get("request_tags"), "request_tags")? {
+        Some(t) => Some(t),
+        None => match meta {
+            Some(mm) => task_tag(mm.get("tags"), "metadata.tags")?,
+            None => None,
+        },
+    };
     if r.task.is_none() {
-        r.task = task_tag(obj.get("request_tags"), "request_tags")?;
-    }
-    if r.task.is_none() {
-        if let Some(mm) = meta {
-            r.task = task_tag(mm.get("tags"), "metadata.tags")?;
-        }
+        r.task = tag_task;
     }
 
     // Outcome.
@@ -268,16 +271,15 @@ pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
         }
         None => {}
     }
-    if let Some(resp) = response {
-        if let Some(Value::Array(choices)) = resp.get("choices") {
-            if let Some(Value::Object(c)) = choices.first() {
-                r.finish_reason = nested(
-                    "response.choices[0]",
-                    "finish_reason",
-                    opt_str(c, "finish_reason"),
-                )?;
-            }
-        }
+    if let Some(resp) = response
+        && let Some(Value::Array(choices)) = resp.get("choices")
+        && let Some(Value::Object(c)) = choices.first()
+    {
+        r.finish_reason = nested(
+            "response.choices[0]",
+            "finish_reason",
+            opt_str(c, "finish_reason"),
+        )?;
     }
 
     side_fields(&obj, &mut r)?;
@@ -303,12 +305,15 @@ fn metadata_of(obj: &Map<String, Value>) -> Result<Option<Map<String, Value>>, S
     }
 }
 
+/// A JSON object and the path naming it in error messages.
+type Located<'a> = (&'a Map<String, Value>, String);
+
 /// The first usage object with token details, and its path for error messages.
 fn usage_object<'a>(
     meta: Option<&'a Map<String, Value>>,
     hidden: Option<&'a Map<String, Value>>,
     response: Option<&'a Map<String, Value>>,
-) -> Result<Option<(&'a Map<String, Value>, String)>, String> {
+) -> Result<Option<Located<'a>>, String> {
     let candidates = [
         (meta, "usage_object", "metadata"),
         (hidden, "usage_object", "hidden_params"),

@@ -56,10 +56,13 @@ pub fn detect(obj: &Map<String, Value>) -> Format {
     {
         return Format::Litellm;
     }
-    // OpenRouter generation stats: tokens_prompt / native_tokens_prompt / total_cost.
-    if obj.contains_key("native_tokens_prompt")
-        || (obj.contains_key("tokens_prompt") && obj.contains_key("total_cost"))
-    {
+    // OpenRouter generation stats: tokens_prompt / native_tokens_prompt / total_cost, bare or
+    // in the `{"data": {...}}` answer of `GET /api/v1/generation`.
+    let is_generation = |o: &Map<String, Value>| {
+        o.contains_key("native_tokens_prompt")
+            || (o.contains_key("tokens_prompt") && o.contains_key("total_cost"))
+    };
+    if is_generation(obj) || obj.get("data").and_then(Value::as_object).is_some_and(is_generation) {
         return Format::Openrouter;
     }
     if obj.contains_key("usage")
@@ -67,7 +70,9 @@ pub fn detect(obj: &Map<String, Value>) -> Format {
             || obj
                 .get("object")
                 .and_then(Value::as_str)
-                .is_some_and(|o| o.starts_with("chat.completion") || o == "text_completion"))
+                .is_some_and(|o| {
+                    o.starts_with("chat.completion") || o == "text_completion" || o == "response"
+                }))
     {
         return Format::Openai;
     }
@@ -286,7 +291,8 @@ pub fn value_decimal(v: Option<&Value>, key: &str) -> Result<Option<Decimal>, St
     }
 }
 
-/// A timestamp: RFC 3339 (or `YYYY-MM-DD HH:MM:SS[.f]` taken as UTC), or epoch milliseconds.
+/// A timestamp: RFC 3339 (or `YYYY-MM-DD HH:MM:SS[.f]` taken as UTC), or epoch milliseconds;
+/// returns microseconds since the epoch.
 pub fn value_ts_ms(v: Option<&Value>, key: &str) -> Result<Option<i64>, String> {
     match v {
         None | Some(Value::Null) => Ok(None),

@@ -4,7 +4,8 @@
 //! Mapping:
 //!
 //! - `request_id` = `id` (else a side field `request_id`); `model` = `model`.
-//! - `ts` = side field `ts` (RFC 3339 or epoch milliseconds), else `created` (epoch seconds).
+//! - `ts` = side field `ts` (RFC 3339 or epoch milliseconds), else `created` (epoch seconds;
+//!   `created_at` in Responses API objects).
 //! - Tokens from `usage`, in whichever of three conventions it uses:
 //!   - OpenAI chat completions: `prompt_tokens`, `completion_tokens`,
 //!     `prompt_tokens_details.{cached_tokens, cache_write_tokens | cache_creation_tokens}`,
@@ -48,6 +49,7 @@ const CONSUMED: &[&str] = &[
     "request_id",
     "object",
     "created",
+    "created_at",
     "model",
     "choices",
     "usage",
@@ -69,8 +71,12 @@ pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
     let model = first_str(&obj, &["model"])?.ok_or("`model` is required")?;
     let ts_us = match value_ts_ms(obj.get("ts"), "ts")? {
         Some(t) => t,
-        None => value_ts_secs(obj.get("created"), "created")?
-            .ok_or("`created` (or a `ts` side field) is required")?,
+        None => match value_ts_secs(obj.get("created"), "created")? {
+            Some(t) => t,
+            // The Responses API names it `created_at`.
+            None => value_ts_secs(obj.get("created_at"), "created_at")?
+                .ok_or("`created` (or a `ts` side field) is required")?,
+        },
     };
     let mut r = Record {
         request_id,
@@ -319,10 +325,10 @@ pub(crate) fn nested<T>(prefix: &str, key: &str, r: Result<T, String>) -> Result
 /// The first of `keys` holding a non-empty string (numbers are printed).
 pub(crate) fn first_str(obj: &Map<String, Value>, keys: &[&str]) -> Result<Option<String>, String> {
     for k in keys {
-        if let Some(s) = opt_str(obj, k)? {
-            if !s.is_empty() {
-                return Ok(Some(s));
-            }
+        if let Some(s) = opt_str(obj, k)?
+            && !s.is_empty()
+        {
+            return Ok(Some(s));
         }
     }
     Ok(None)
@@ -400,11 +406,20 @@ pub(crate) fn side_fields(obj: &Map<String, Value>, r: &mut Record) -> Result<()
     Ok(())
 }
 
-/// Side fields a switchyard-shaped wrapper may carry: `status` (int) and the `metadata` object
+/// Side fields a switchyard-shaped wrapper may carry: `status` (an HTTP status; a word goes to
+/// `metadata.status`) and the `metadata` object
 /// of custom properties, whose `task` is the task when none was given.
 fn side_metadata(obj: &Map<String, Value>, r: &mut Record) -> Result<(), String> {
-    if let Some(s) = opt_i32(obj, "status")? {
-        r.status = Some(s);
+    match obj.get("status") {
+        // A word (the Responses API's `completed`, `failed`, ...) is not an HTTP status.
+        Some(Value::String(s)) if s.trim().parse::<i64>().is_err() => {
+            r.metadata.insert("status".into(), s.clone());
+        }
+        _ => {
+            if let Some(s) = opt_i32(obj, "status")? {
+                r.status = Some(s);
+            }
+        }
     }
     if let Some(m) = obj_field(obj, "metadata", "metadata")? {
         for (k, v) in m {

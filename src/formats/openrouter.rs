@@ -89,11 +89,11 @@ pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
         obj.get("native_tokens_reasoning"),
         "native_tokens_reasoning",
     )?;
-    if let (Some(c), Some(reason)) = (r.completion_tokens, r.reasoning_tokens) {
-        if reason > c {
-            // Both are at most 1e11 (checked by `count`), so this cannot overflow.
-            r.completion_tokens = Some(c + reason);
-        }
+    if let (Some(c), Some(reason)) = (r.completion_tokens, r.reasoning_tokens)
+        && reason > c
+    {
+        // Both are at most 1e11 (checked by `count`), so this cannot overflow.
+        r.completion_tokens = Some(c + reason);
     }
 
     let cost = match value_decimal(obj.get("total_cost"), "total_cost")? {

@@ -44,7 +44,7 @@
 //! | `ttft_ms` | `gen_ai.response.time_to_first_chunk`, `gen_ai.server.time_to_first_token` (seconds) |
 //! | `streamed` | `gen_ai.request.stream`, `llm.is_streaming` |
 //! | `status`, `error` | see below |
-//! | `task` | `switchyard.task`, `app.task`, `task`, `gen_ai.agent.name`, `traceloop.workflow.name`, then resource `switchyard.task` |
+//! | `task` | `switchyard.task`, `app.task`, `task`, `gen_ai.agent.name`, `traceloop.workflow.name`; else the nearest ancestor span's (same export) first such label, e.g. the agent around a chat call; else resource `switchyard.task` |
 //! | `user_id` | `user.id`, `enduser.id` |
 //! | `app` | resource `service.name` (SDK defaults `unknown_service*` ignored) |
 //! | `cost_usd` | `gen_ai.usage.cost`, `llm.usage.cost` (then `cost_source` = `reported`) |
@@ -524,7 +524,8 @@ fn id_json(v: Option<&Value>, key: &str) -> Result<String, String> {
 }
 
 fn normalise_id(s: &str) -> String {
-    let is_hex = !s.is_empty() && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_hex =
+        !s.is_empty() && s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit());
     if is_hex && (s.len() == 32 || s.len() == 16) {
         return s.to_ascii_lowercase();
     }
@@ -825,11 +826,11 @@ impl<'a> View<'a> {
     /// The first of `keys` with non-blank text.
     fn text(&mut self, keys: &[&str]) -> Option<String> {
         for k in keys {
-            if let Some((key, v)) = self.peek(&[k]) {
-                if let Some(s) = v.text().filter(|s| !s.trim().is_empty()) {
-                    self.used.insert(key);
-                    return Some(s);
-                }
+            if let Some((key, v)) = self.peek(&[k])
+                && let Some(s) = v.text().filter(|s| !s.trim().is_empty())
+            {
+                self.used.insert(key);
+                return Some(s);
             }
         }
         None
@@ -865,73 +866,105 @@ fn model_of(v: &View<'_>) -> Option<String> {
     })
 }
 
-fn convert(export: &Export) -> Vec<Result<Item, String>> {
-    let views: Vec<View<'_>> = export.spans.iter().map(|s| View::new(&s.attrs)).collect();
-    let is_genai = |v: &View<'_>| v.has(REQUEST_MODEL) || v.has(RESPONSE_MODEL) || v.has(OPERATION);
+/// Span attributes that name the task, most specific first.
+const TASK_KEYS: &[&str] = &[
+    "switchyard.task",
+    "app.task",
+    "task",
+    "gen_ai.agent.name",
+    "traceloop.workflow.name",
+];
+/// Most ancestors searched for a task label.
+const MAX_TASK_WALK: usize = 64;
 
-    // Spans that wrap another model-call span of this export: walk up from every model call.
-    let parents: HashMap<(&str, &str), &str> = export
+fn convert(export: &Export) -> Vec<Result<Item, String>> {
+    let mut views: Vec<View<'_>> = export.spans.iter().map(|s| View::new(&s.attrs)).collect();
+    let is_genai = |v: &View<'_>| v.has(REQUEST_MODEL) || v.has(RESPONSE_MODEL) || v.has(OPERATION);
+    // (trace id, span id) → index of the span.
+    let index: HashMap<(&str, &str), usize> = export
         .spans
         .iter()
-        .filter(|s| !s.span_id.is_empty())
-        .map(|s| {
-            (
-                (s.trace_id.as_str(), s.span_id.as_str()),
-                s.parent_span_id.as_str(),
-            )
-        })
+        .enumerate()
+        .filter(|(_, s)| !s.span_id.is_empty())
+        .map(|(i, s)| ((s.trace_id.as_str(), s.span_id.as_str()), i))
         .collect();
-    let mut wrappers: HashSet<(&str, &str)> = HashSet::new();
-    for (s, v) in export.spans.iter().zip(&views) {
+    let parent_of = |i: usize| -> Option<usize> {
+        let s = export.spans.get(i)?;
+        if s.parent_span_id.is_empty() || s.parent_span_id == s.span_id {
+            return None;
+        }
+        index
+            .get(&(s.trace_id.as_str(), s.parent_span_id.as_str()))
+            .copied()
+    };
+
+    // Spans that wrap another model-call span of this export: walk up from every model call.
+    let mut wrappers: HashSet<usize> = HashSet::new();
+    for (i, v) in views.iter().enumerate() {
         if !is_genai(v) || model_of(v).is_none() {
             continue;
         }
-        let mut cur = s.parent_span_id.as_str();
+        let mut cur = parent_of(i);
         let mut steps = 0;
-        while !cur.is_empty() && steps < MAX_PARENT_WALK {
-            let key = (s.trace_id.as_str(), cur);
-            if !wrappers.insert(key) {
-                break; // its ancestors are marked already (or there is a cycle)
+        while let Some(p) = cur {
+            // Stop where the ancestors are marked already (or at a cycle back to the start).
+            if p == i || !wrappers.insert(p) || steps >= MAX_PARENT_WALK {
+                break;
             }
-            match parents.get(&key) {
-                Some(p) => cur = p,
-                None => break,
-            }
+            cur = parent_of(p);
             steps += 1;
         }
     }
 
     let mut out = Vec::new();
-    for (s, v) in export.spans.iter().zip(views) {
-        if !is_genai(&v) {
+    for (i, s) in export.spans.iter().enumerate() {
+        let Some(v) = views.get(i) else { continue };
+        if !is_genai(v) || wrappers.contains(&i) {
             continue;
         }
         let op = v
             .peek(&[OPERATION])
             .and_then(|(_, a)| a.text())
             .unwrap_or_default();
-        let has_model = model_of(&v).is_some();
-        if !s.span_id.is_empty() && wrappers.contains(&(s.trace_id.as_str(), s.span_id.as_str())) {
-            continue;
-        }
         if WRAPPER_OPS.contains(&op.as_str()) && s.kind != SPAN_KIND_CLIENT {
             continue;
         }
-        if !has_model && !INFERENCE_OPS.contains(&op.as_str()) {
+        if model_of(v).is_none() && !INFERENCE_OPS.contains(&op.as_str()) {
             continue;
+        }
+        // A span without a task label of its own takes its nearest labelled ancestor's.
+        let mut inherited = None;
+        let mut cur = parent_of(i);
+        let mut steps = 0;
+        while let (Some(p), None) = (cur, &inherited) {
+            if p == i || steps >= MAX_TASK_WALK {
+                break;
+            }
+            inherited = views.get(p).and_then(|pv| task_of(pv));
+            cur = parent_of(p);
+            steps += 1;
         }
         let resource = export
             .resources
             .get(s.resource)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+        let Some(v) = views.get_mut(i) else { continue };
         out.push(
-            to_record(s, v, resource)
+            to_record(s, v, resource, inherited)
                 .map(|r| Item::Request(Box::new(r)))
                 .map_err(|e| format!("span {}{} ({:?}): {e}", s.trace_id, s.span_id, s.name)),
         );
     }
     out
+}
+
+fn task_of(v: &View<'_>) -> Option<String> {
+    TASK_KEYS.iter().find_map(|k| {
+        v.peek(&[k])
+            .and_then(|(_, a)| a.text())
+            .filter(|t| !t.trim().is_empty())
+    })
 }
 
 fn resource_text(resource: &[(String, Attr)], key: &str) -> Option<String> {
@@ -981,10 +1014,10 @@ fn is_dropped(key: &str) -> bool {
     }
     // Indexed legacy contents: `gen_ai.prompt.0.content`, `gen_ai.completion.1.role`, ...
     for p in ["gen_ai.prompt.", "gen_ai.completion."] {
-        if let Some(rest) = key.strip_prefix(p) {
-            if rest.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-                return true;
-            }
+        if let Some(rest) = key.strip_prefix(p)
+            && rest.bytes().next().is_some_and(|b| b.is_ascii_digit())
+        {
+            return true;
         }
     }
     false
@@ -1005,7 +1038,12 @@ fn truncate(mut s: String, max: usize) -> String {
 /// Largest token count the Anthropic conversion adds up (larger ones are rejected by `finish`).
 const MAX_TOKENS: i64 = 100_000_000_000;
 
-fn to_record(s: &SpanData, mut v: View<'_>, resource: &[(String, Attr)]) -> Result<Record, String> {
+fn to_record(
+    s: &SpanData,
+    v: &mut View<'_>,
+    resource: &[(String, Attr)],
+    inherited_task: Option<String>,
+) -> Result<Record, String> {
     let model = v.text(&[RESPONSE_MODEL, REQUEST_MODEL]).unwrap_or_default();
     // The requested model is kept in metadata only when it differs from the served one.
     if v.peek(&[REQUEST_MODEL])
@@ -1049,7 +1087,7 @@ fn to_record(s: &SpanData, mut v: View<'_>, resource: &[(String, Attr)]) -> Resu
         }
     }
 
-    let finish_reason = finish_reason(&mut v);
+    let finish_reason = finish_reason(v);
     let request_id = v
         .text(&["gen_ai.response.id"])
         .unwrap_or_else(|| format!("{}{}", s.trace_id, s.span_id));
@@ -1096,13 +1134,8 @@ fn to_record(s: &SpanData, mut v: View<'_>, resource: &[(String, Attr)]) -> Resu
     };
 
     let task = v
-        .text(&[
-            "switchyard.task",
-            "app.task",
-            "task",
-            "gen_ai.agent.name",
-            "traceloop.workflow.name",
-        ])
+        .text(TASK_KEYS)
+        .or(inherited_task)
         .or_else(|| resource_text(resource, "switchyard.task"));
     let user_id = v.text(&["user.id", "enduser.id"]);
     let app = resource_text(resource, "service.name").filter(|n| !n.starts_with("unknown_service"));
