@@ -477,6 +477,7 @@ impl Store {
                     }
                     keep.push(fresh);
                 }
+                out.duplicates += keep.iter().filter(|k| !**k).count();
                 entries.push((Table::Requests, keep_rows(batch, keep)?));
             }
             if let Some(batch) = prepared.feedback {
@@ -494,13 +495,12 @@ impl Store {
                     }
                     keep.push(fresh);
                 }
+                out.duplicates += keep.iter().filter(|k| !**k).count();
                 entries.push((Table::Feedback, keep_rows(batch, keep)?));
             }
         }
-        let total: usize = entries.iter().map(|(_, b)| b.num_rows()).sum();
         entries.retain(|(_, b)| b.num_rows() > 0);
         out.accepted = entries.iter().map(|(_, b)| b.num_rows()).sum();
-        out.duplicates = total - out.accepted;
         if !entries.is_empty() {
             if let Err(e) = self.append(entries).await {
                 let mut dd = self.inner.dedupe.lock().await;
