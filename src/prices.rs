@@ -145,10 +145,11 @@ fn strip_latest(s: &str) -> &str {
 
 /// `claude-3-haiku-20240307-v1` → `claude-3-haiku-20240307`.
 fn strip_version_suffix(s: &str) -> &str {
-    if let Some(i) = s.rfind("-v") {
-        if s[i + 2..].chars().all(|c| c.is_ascii_digit()) && i + 2 < s.len() {
-            return &s[..i];
-        }
+    if let Some(i) = s.rfind("-v")
+        && s[i + 2..].chars().all(|c| c.is_ascii_digit())
+        && i + 2 < s.len()
+    {
+        return &s[..i];
     }
     s
 }
@@ -230,10 +231,10 @@ impl PriceCatalog {
 
     /// The catalog key a model name resolves to, if any.
     pub fn resolve(&self, model: &str) -> Option<String> {
-        if let Ok(c) = self.cache.read() {
-            if let Some(hit) = c.get(model) {
-                return hit.clone();
-            }
+        if let Ok(c) = self.cache.read()
+            && let Some(hit) = c.get(model)
+        {
+            return hit.clone();
         }
         let found = name_candidates(model)
             .into_iter()
@@ -254,10 +255,10 @@ impl PriceCatalog {
 
     /// The provider of a model: the prefix of `provider/model`, else the catalog's provider.
     pub fn provider_of(&self, model: &str) -> Option<String> {
-        if let Some((p, _)) = model.split_once('/') {
-            if !p.is_empty() {
-                return Some(p.to_ascii_lowercase());
-            }
+        if let Some((p, _)) = model.split_once('/')
+            && !p.is_empty()
+        {
+            return Some(p.to_ascii_lowercase());
         }
         self.lookup(model).map(|p| p.provider.clone())
     }
@@ -314,10 +315,10 @@ pub fn import_litellm(json: &str, only_providers: Option<&[&str]>) -> Result<Cat
             .and_then(Value::as_str)
             .unwrap_or("unknown")
             .to_string();
-        if let Some(keep) = only_providers {
-            if !keep.contains(&provider.as_str()) {
-                continue;
-            }
+        if let Some(keep) = only_providers
+            && !keep.contains(&provider.as_str())
+        {
+            continue;
         }
         let (Some(input), Some(output)) = (
             e.get("input_cost_per_token").and_then(per_million),

@@ -109,10 +109,10 @@ const MAX_COST_USD: i64 = 1_000_000;
 pub const COST_SCALE: u32 = 12;
 
 fn check_text(field: &str, v: &Option<String>) -> Result<(), String> {
-    if let Some(s) = v {
-        if s.len() > 4096 {
-            return Err(format!("`{field}` is longer than 4096 bytes"));
-        }
+    if let Some(s) = v
+        && s.len() > 4096
+    {
+        return Err(format!("`{field}` is longer than 4096 bytes"));
     }
     Ok(())
 }
@@ -186,24 +186,24 @@ impl Record {
                 "`cached_tokens` + `cache_write_tokens` ({cached}) exceed `prompt_tokens` ({prompt})"
             ));
         }
-        if let (Some(c), Some(r)) = (self.completion_tokens, self.reasoning_tokens) {
-            if r > c {
-                return Err(format!(
-                    "`reasoning_tokens` ({r}) exceed `completion_tokens` ({c})"
-                ));
-            }
+        if let (Some(c), Some(r)) = (self.completion_tokens, self.reasoning_tokens)
+            && r > c
+        {
+            return Err(format!(
+                "`reasoning_tokens` ({r}) exceed `completion_tokens` ({c})"
+            ));
         }
         check_ms("latency_ms", self.latency_ms)?;
         check_ms("ttft_ms", self.ttft_ms)?;
-        if let Some(s) = self.status {
-            if !(0..1000).contains(&s) {
-                return Err(format!("`status` must be an HTTP status code, got {s}"));
-            }
+        if let Some(s) = self.status
+            && !(0..1000).contains(&s)
+        {
+            return Err(format!("`status` must be an HTTP status code, got {s}"));
         }
-        if let Some(a) = self.attempt {
-            if a < 0 {
-                return Err(format!("`attempt` must be >= 0, got {a}"));
-            }
+        if let Some(a) = self.attempt
+            && a < 0
+        {
+            return Err(format!("`attempt` must be >= 0, got {a}"));
         }
         if self.task.as_deref().is_none_or(|t| t.trim().is_empty()) {
             self.task = Some("default".into());

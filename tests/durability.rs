@@ -55,8 +55,14 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
     // Let ingest run, then kill -9 mid-stream.
     let started = Instant::now();
     while acked.lock().unwrap().len() < 20_000 {
-        assert!(started.elapsed() < Duration::from_secs(120), "ingest stalled");
-        assert!(!senders.iter().all(|h| h.is_finished()), "every sender stopped early");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "ingest stalled"
+        );
+        assert!(
+            !senders.iter().all(|h| h.is_finished()),
+            "every sender stopped early"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     s.kill9();

@@ -62,17 +62,19 @@ pub fn detect(obj: &Map<String, Value>) -> Format {
         o.contains_key("native_tokens_prompt")
             || (o.contains_key("tokens_prompt") && o.contains_key("total_cost"))
     };
-    if is_generation(obj) || obj.get("data").and_then(Value::as_object).is_some_and(is_generation) {
+    if is_generation(obj)
+        || obj
+            .get("data")
+            .and_then(Value::as_object)
+            .is_some_and(is_generation)
+    {
         return Format::Openrouter;
     }
     if obj.contains_key("usage")
         && (obj.contains_key("choices")
-            || obj
-                .get("object")
-                .and_then(Value::as_str)
-                .is_some_and(|o| {
-                    o.starts_with("chat.completion") || o == "text_completion" || o == "response"
-                }))
+            || obj.get("object").and_then(Value::as_str).is_some_and(|o| {
+                o.starts_with("chat.completion") || o == "text_completion" || o == "response"
+            }))
     {
         return Format::Openai;
     }
@@ -155,11 +157,12 @@ pub fn parse_body(body: &[u8], format: Format, now_us: i64) -> Parsed {
         lines.push((i, r));
     }
     // One pretty-printed document (an OTLP export, say) is not NDJSON: parse it whole.
-    if first_bad.is_some() && lines.len() > 1 {
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            out.push(0, from_value(v, format, now_us));
-            return out;
-        }
+    if first_bad.is_some()
+        && lines.len() > 1
+        && let Ok(v) = serde_json::from_slice::<Value>(body)
+    {
+        out.push(0, from_value(v, format, now_us));
+        return out;
     }
     for (i, r) in lines {
         out.push(i, r.and_then(|v| from_value(v, format, now_us)));

@@ -122,11 +122,11 @@ impl Dedupe {
     }
 
     pub fn remove_request(&mut self, bucket: i64, key: u64) {
-        if let Some(p) = self.parts.get_mut(&bucket) {
-            if p.keys.remove(&key) {
-                self.total -= 1;
-                p.pending = p.pending.saturating_sub(1);
-            }
+        if let Some(p) = self.parts.get_mut(&bucket)
+            && p.keys.remove(&key)
+        {
+            self.total -= 1;
+            p.pending = p.pending.saturating_sub(1);
         }
     }
 

@@ -501,17 +501,17 @@ impl Store {
         }
         entries.retain(|(_, b)| b.num_rows() > 0);
         out.accepted = entries.iter().map(|(_, b)| b.num_rows()).sum();
-        if !entries.is_empty() {
-            if let Err(e) = self.append(entries).await {
-                let mut dd = self.inner.dedupe.lock().await;
-                for (b, k) in claimed_req {
-                    dd.remove_request(b, k);
-                }
-                for k in claimed_fb {
-                    dd.remove_feedback(k);
-                }
-                return Err(e);
+        if !entries.is_empty()
+            && let Err(e) = self.append(entries).await
+        {
+            let mut dd = self.inner.dedupe.lock().await;
+            for (b, k) in claimed_req {
+                dd.remove_request(b, k);
             }
+            for k in claimed_fb {
+                dd.remove_feedback(k);
+            }
+            return Err(e);
         }
         let m = &self.inner.metrics;
         m.accepted.fetch_add(out.accepted as u64, Ordering::Relaxed);
