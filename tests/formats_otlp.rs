@@ -390,7 +390,7 @@ fn id(h: &str) -> Vec<u8> {
 }
 
 /// `current.json`, built with the protobuf types.
-fn current_as_protobuf() -> ExportTraceServiceRequest {
+pub fn current_as_protobuf() -> ExportTraceServiceRequest {
     let chat = Span {
         trace_id: id("5b8efff798038103d269b633813fc60c"),
         span_id: id("eee19b7ec3c1b174"),

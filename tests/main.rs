@@ -7,6 +7,7 @@ mod durability;
 mod formats_litellm;
 mod formats_openai;
 mod formats_otlp;
+mod fuzz;
 mod generate;
 mod ingest_http;
 mod prices;
