@@ -11,3 +11,4 @@ mod fuzz;
 mod generate;
 mod ingest_http;
 mod prices;
+mod readers;
