@@ -9,6 +9,7 @@ mod formats_openai;
 mod formats_otlp;
 mod fuzz;
 mod generate;
+mod ingest_cli;
 mod ingest_http;
 mod prices;
 mod readers;

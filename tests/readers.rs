@@ -20,28 +20,73 @@ fn parquet_store_reads_the_same_in_duckdb_pyarrow_and_polars() {
     let input = dir.path().join("gen.ndjson");
     let data = dir.path().join("data");
     let (input_s, data_s) = (input.to_str().unwrap(), data.to_str().unwrap());
-    let out = run(&["generate", "--requests", "30000", "--days", "7", "--out", input_s], &[]);
+    let out = run(
+        &[
+            "generate",
+            "--requests",
+            "30000",
+            "--days",
+            "7",
+            "--out",
+            input_s,
+        ],
+        &[],
+    );
     assert!(out.status.success());
     let out = run(&["ingest", "--data-dir", data_s, input_s], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The files carry the file schema exactly (partition columns live in the path).
-    let file = walk(&data.join("requests")).into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap();
+    let file = walk(&data.join("requests"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap();
     let schema = reader.schema();
     let want = Table::Requests.file_schema();
-    let got: Vec<_> = schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
-    let expected: Vec<_> = want.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    let got: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    let expected: Vec<_> = want
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
     assert_eq!(got, expected);
 
-    let ours = query_csv(&data, "SELECT count(*), sum(cost_usd), count(DISTINCT date), (SELECT count(*) FROM feedback) AS fb FROM requests");
-    let (rows, cost, days, fb) = (&ours[0][0], ours[0][1].parse::<Decimal>().unwrap(), &ours[0][2], &ours[0][3]);
+    let ours = query_csv(
+        &data,
+        "SELECT count(*), sum(cost_usd), count(DISTINCT date), (SELECT count(*) FROM feedback) AS fb FROM requests",
+    );
+    let (rows, cost, days, fb) = (
+        &ours[0][0],
+        ours[0][1].parse::<Decimal>().unwrap(),
+        &ours[0][2],
+        &ours[0][3],
+    );
     assert_eq!(rows, "30000");
     assert!(cost > Decimal::ZERO);
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/read_store.py");
-    let py = Command::new(python()).arg(script).arg(&data).output().unwrap();
-    assert!(py.status.success(), "python readers failed: {}", String::from_utf8_lossy(&py.stderr));
+    let py = Command::new(python())
+        .arg(script)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "python readers failed: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let seen: Value = serde_json::from_slice(&py.stdout).unwrap();
     for reader in ["duckdb", "pyarrow", "polars"] {
         let r = &seen[reader];
