@@ -16,7 +16,10 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 fn env_n(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn bin() -> &'static str {
@@ -25,7 +28,14 @@ fn bin() -> &'static str {
 
 fn generate(n: u64, days: u32, out: &Path) {
     let st = Command::new(bin())
-        .args(["generate", "--requests", &n.to_string(), "--days", &days.to_string(), "--out"])
+        .args([
+            "generate",
+            "--requests",
+            &n.to_string(),
+            "--days",
+            &days.to_string(),
+            "--out",
+        ])
         .arg(out)
         .status()
         .unwrap();
@@ -47,7 +57,11 @@ fn dir_bytes(p: &Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let m = e.metadata().unwrap();
-            total += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+            total += if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     total
@@ -99,7 +113,12 @@ async fn http_bench(n: u64) {
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (client, batches, next, url) = (client.clone(), batches.clone(), next.clone(), format!("{base}/v1/logs"));
+        let (client, batches, next, url) = (
+            client.clone(),
+            batches.clone(),
+            next.clone(),
+            format!("{base}/v1/logs"),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -115,11 +134,17 @@ async fn http_bench(n: u64) {
     let secs = t.elapsed().as_secs_f64();
     let rss = peak_rss_mb(child.id());
     let rate = records as f64 / secs;
-    println!("http ingest: {records} records ({:.0} MB) in {secs:.2} s = {rate:.0} records/s", bytes as f64 / 1e6);
+    println!(
+        "http ingest: {records} records ({:.0} MB) in {secs:.2} s = {rate:.0} records/s",
+        bytes as f64 / 1e6
+    );
     println!("raw serde_json parse of the same bytes (1 core): {parse_rate:.0} records/s");
     println!("ratio ingest / raw parse: {:.2}", rate / parse_rate);
     println!("server peak RSS: {rss:.0} MB");
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     child.wait().unwrap();
 }
 
@@ -143,7 +168,9 @@ fn batch_bench(n: u64) {
         .unwrap();
     assert!(st.success());
     let ours = t.elapsed().as_secs_f64();
-    let lines = BufReader::new(std::fs::File::open(&input).unwrap()).lines().count();
+    let lines = BufReader::new(std::fs::File::open(&input).unwrap())
+        .lines()
+        .count();
     let stored = dir_bytes(&data.join("requests")) + dir_bytes(&data.join("feedback"));
     println!(
         "switchyard ingest: {lines} records ({:.2} GB NDJSON) in {ours:.1} s = {:.0} records/s; Parquet {:.1} bytes/record",
@@ -171,12 +198,21 @@ fn batch_bench(n: u64) {
         "duckdb NDJSON -> Parquet: {duck:.1} s ({:.1} bytes/record)",
         duck_bytes as f64 / lines as f64
     );
-    println!("ratio duckdb time / switchyard time: {:.2} (>= 1 means switchyard is at least as fast)", duck / ours);
+    println!(
+        "ratio duckdb time / switchyard time: {:.2} (>= 1 means switchyard is at least as fast)",
+        duck / ours
+    );
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let which = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let which = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
     if which.is_empty() || which.contains("http") {
         rt.block_on(http_bench(env_n("BENCH_HTTP_RECORDS", 2_000_000)));
     }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+use crate::common::{d, us};
 use std::path::PathBuf;
 
 use rust_decimal::Decimal;
@@ -49,16 +50,6 @@ fn load(name: &str) -> Record {
 
 /// A field an error must name, and how to break it.
 type Case = (&'static str, Box<dyn Fn(&mut Value)>);
-
-fn d(s: &str) -> Decimal {
-    s.parse().unwrap()
-}
-
-fn us(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .unwrap()
-        .timestamp_micros()
-}
 
 fn close(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 0.01)

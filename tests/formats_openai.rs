@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+use crate::common::{d, us};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -63,16 +64,6 @@ fn load(dir: &str, name: &str, expect: Format) -> Record {
 
 /// A field an error must name, and how to break it.
 type Case = (&'static str, Box<dyn Fn(&mut Value)>);
-
-fn d(s: &str) -> Decimal {
-    s.parse().unwrap()
-}
-
-fn us(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .unwrap()
-        .timestamp_micros()
-}
 
 fn assert_catalog(r: &Record, expected: Decimal) {
     assert_eq!(r.cost_source, Some(CostSource::Catalog), "{}", r.request_id);

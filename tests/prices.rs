@@ -1,12 +1,9 @@
 //! Price catalog: name normalisation, exact cost arithmetic, imports.
 
+use crate::common::d;
 use rust_decimal::Decimal;
 use switchyard::prices::{PriceCatalog, name_candidates};
 use switchyard::record::Usage;
-
-fn d(s: &str) -> Decimal {
-    s.parse().unwrap()
-}
 
 #[test]
 fn candidates_strip_prefixes_dates_and_variants() {

@@ -3,7 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{opt_bool, opt_f64, opt_i64, opt_str, req_str, stringify, value_decimal, value_ts_ms};
+use super::{
+    opt_bool, opt_f64, opt_i32, opt_i64, opt_str, req_str, stringify, value_decimal, value_ts_ms,
+};
 use crate::record::{CostSource, Feedback, Item, Record};
 
 /// Fields of the canonical record; everything else goes to `metadata`.
@@ -39,12 +41,6 @@ const KNOWN: &[&str] = &[
     "date",
     "hour",
 ];
-
-fn opt_i32(obj: &Map<String, Value>, key: &str) -> Result<Option<i32>, String> {
-    opt_i64(obj, key)?
-        .map(|v| i32::try_from(v).map_err(|_| format!("`{key}` is out of range: {v}")))
-        .transpose()
-}
 
 /// A canonical request record.
 pub fn record(obj: Map<String, Value>) -> Result<Item, String> {

@@ -258,15 +258,25 @@ pub fn value_f64(v: Option<&Value>, key: &str) -> Result<Option<f64>, String> {
             .as_f64()
             .map(Some)
             .ok_or_else(|| format!("`{key}` must be a number")),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(Some)
-            .ok_or_else(|| format!("`{key}` must be a number, got {s:?}")),
+        Some(Value::String(s)) => number_str(s, key).map(Some),
         Some(v) => Err(format!("`{key}` must be a number, got {}", json_kind(v))),
     }
+}
+
+/// A finite number written as a string (`" 12.5 "`).
+pub fn number_str(s: &str, key: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| format!("`{key}` must be a number, got {s:?}"))
+}
+
+/// An optional integer field that must fit in 32 bits.
+pub fn opt_i32(obj: &Map<String, Value>, key: &str) -> Result<Option<i32>, String> {
+    opt_i64(obj, key)?
+        .map(|v| i32::try_from(v).map_err(|_| format!("`{key}` is out of range: {v}")))
+        .transpose()
 }
 
 /// An optional boolean field (also `"true"`/`"false"`).

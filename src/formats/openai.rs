@@ -38,7 +38,7 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
 use super::{
-    json_kind, opt_bool, opt_f64, opt_i64, opt_str, stringify, value_decimal, value_i64,
+    json_kind, opt_bool, opt_f64, opt_i32, opt_str, stringify, value_decimal, value_i64,
     value_ts_ms, value_ts_secs,
 };
 use crate::record::{Item, Record, Usage};
@@ -335,12 +335,6 @@ pub(crate) fn first_str(obj: &Map<String, Value>, keys: &[&str]) -> Result<Optio
 }
 
 /// An optional 32-bit integer field.
-pub(crate) fn opt_i32(obj: &Map<String, Value>, key: &str) -> Result<Option<i32>, String> {
-    opt_i64(obj, key)?
-        .map(|v| i32::try_from(v).map_err(|_| format!("`{key}` is out of range: {v}")))
-        .transpose()
-}
-
 /// Exact sum of two amounts; an overflow is an input error, not a panic.
 pub(crate) fn add_cost(a: Decimal, b: Decimal, path: &str) -> Result<Decimal, String> {
     a.checked_add(b)

@@ -193,13 +193,7 @@ impl Attr {
             Attr::Empty => Ok(None),
             Attr::Int(i) => Ok(Some(*i as f64)),
             Attr::Double(f) if f.is_finite() => Ok(Some(*f)),
-            Attr::Str(s) => s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Some)
-                .ok_or_else(|| format!("`{key}` must be a number, got {s:?}")),
+            Attr::Str(s) => super::number_str(s, key).map(Some),
             other => Err(format!("`{key}` must be a number, got {}", other.display())),
         }
     }

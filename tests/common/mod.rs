@@ -186,3 +186,15 @@ pub fn record(id: &str, model: &str, prompt: i64, completion: i64) -> String {
     })
     .to_string()
 }
+
+/// An exact decimal literal.
+pub fn d(s: &str) -> rust_decimal::Decimal {
+    s.parse().unwrap()
+}
+
+/// Microseconds of an RFC 3339 time.
+pub fn us(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_micros()
+}
