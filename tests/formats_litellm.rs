@@ -7,7 +7,6 @@
 use crate::common::{d, us};
 use std::path::PathBuf;
 
-use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use switchyard::formats::{Format, detect, parse_body};
 use switchyard::record::{CostSource, Item, Record};

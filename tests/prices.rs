@@ -1,7 +1,6 @@
 //! Price catalog: name normalisation, exact cost arithmetic, imports.
 
 use crate::common::d;
-use rust_decimal::Decimal;
 use switchyard::prices::{PriceCatalog, name_candidates};
 use switchyard::record::Usage;
 
