@@ -104,14 +104,6 @@ fn answer(out: IngestOutcome) -> Response {
     (status, Json(out)).into_response()
 }
 
-async fn ingest(state: &AppState, parsed: Parsed) -> Result<Response, ApiError> {
-    if parsed.items.is_empty() && parsed.rejected.is_empty() {
-        return Err(Error::Invalid("the body holds no records".into()).into());
-    }
-    let out = state.store.ingest(parsed).await?;
-    Ok(answer(out))
-}
-
 async fn ingest_as(
     state: AppState,
     headers: HeaderMap,
@@ -121,10 +113,18 @@ async fn ingest_as(
     check_ingest(&state, &headers)?;
     let body = body(&headers, raw, state.max_body_bytes)?;
     let now = chrono::Utc::now().timestamp_micros();
-    let parsed = tokio::task::spawn_blocking(move || formats::parse_body(&body, format, now))
-        .await
-        .map_err(|e| Error::Internal(format!("parse task: {e}")))?;
-    ingest(&state, parsed).await
+    let store = state.store.clone();
+    // Parsing, validation, pricing and building Arrow batches are CPU work: off the reactor.
+    let prepared = tokio::task::spawn_blocking(move || {
+        let parsed = formats::parse_body(&body, format, now);
+        if parsed.items.is_empty() && parsed.rejected.is_empty() {
+            return Err(Error::Invalid("the body holds no records".into()));
+        }
+        store.prepare(parsed)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("parse task: {e}")))??;
+    Ok(answer(state.store.commit(prepared).await?))
 }
 
 /// `POST /v1/logs`: NDJSON or a JSON array of records of any accepted shape.

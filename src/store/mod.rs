@@ -554,7 +554,7 @@ impl Store {
             self.inner.flush_wanted.notify_one();
             // Back-pressure: far past the flush size, wait for the flusher to catch up.
             while self.inner.metrics.buffered_rows.load(Ordering::Relaxed) as usize
-                >= self.inner.cfg.max_buffer_rows * 4
+                >= self.inner.cfg.max_buffer_rows * 2
             {
                 let wait = self.inner.flushed.notified();
                 self.inner.flush_wanted.notify_one();
@@ -608,8 +608,13 @@ impl Store {
             if !parquet::any_rows(batches) {
                 continue;
             }
-            let all = concat_batches(&table.table_schema(), batches.iter())?;
-            let sorted = parquet::sort_by_ts(&all)?;
+            let batches = batches.clone();
+            let sorted = tokio::task::spawn_blocking(move || {
+                let all = concat_batches(&table.table_schema(), batches.iter())?;
+                parquet::sort_by_ts(&all)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("sort task: {e}")))??;
             for (bucket, slice) in split_partitions(table, &sorted) {
                 let rows = slice.num_rows();
                 let (date, hour) = partition_of(bucket * 3_600_000_000);
@@ -624,8 +629,11 @@ impl Store {
                         .loc
                         .path(&[table.name(), &format!("date={date}")]),
                 };
-                let file_batch = parquet::to_file_batch(table, &slice)?;
-                let body = parquet::encode(table, &[file_batch])?;
+                let body = tokio::task::spawn_blocking(move || {
+                    parquet::encode(table, &[parquet::to_file_batch(table, &slice)?])
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
                 let name = format!(
                     "part-{}-{}.parquet",
                     chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
