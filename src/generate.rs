@@ -616,7 +616,7 @@ impl Ctx {
             let p = catalog
                 .lookup(m.name)
                 .ok_or_else(|| invalid(format!("model {} has no price in the catalog", m.name)))?;
-            prices.push(p.clone());
+            prices.push((*p).clone());
         }
         let hours = opts.days as usize * 24;
         let start_us = opts.end_ts_us - i64::from(opts.days) * 86_400_000_000;

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchyard::cli::{Cli, LogFormat};
 
+/// mimalloc: faster for the many small allocations of JSON parsing, and returns memory to the
+/// OS instead of growing one arena per thread.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.log_format);

@@ -6,7 +6,7 @@
 //! or OpenRouter catalog over it and keeps the result in the data dir.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,14 @@ pub struct PriceCatalog {
     file: CatalogFile,
     /// Normalised name → catalog key.
     index: HashMap<String, String>,
-    cache: RwLock<HashMap<String, Option<String>>>,
+    cache: RwLock<HashMap<String, Option<Resolved>>>,
+}
+
+/// A model name resolved against the catalog.
+#[derive(Debug, Clone)]
+struct Resolved {
+    key: Arc<str>,
+    price: Arc<ModelPrice>,
 }
 
 impl Clone for PriceCatalog {
@@ -229,8 +236,7 @@ impl PriceCatalog {
         PriceCatalog::new(file)
     }
 
-    /// The catalog key a model name resolves to, if any.
-    pub fn resolve(&self, model: &str) -> Option<String> {
+    fn resolved(&self, model: &str) -> Option<Resolved> {
         if let Ok(c) = self.cache.read()
             && let Some(hit) = c.get(model)
         {
@@ -238,7 +244,13 @@ impl PriceCatalog {
         }
         let found = name_candidates(model)
             .into_iter()
-            .find_map(|c| self.index.get(&c).cloned());
+            .find_map(|c| self.index.get(&c))
+            .and_then(|k| {
+                self.file.models.get(k).map(|p| Resolved {
+                    key: Arc::from(k.as_str()),
+                    price: Arc::new(p.clone()),
+                })
+            });
         if let Ok(mut c) = self.cache.write() {
             if c.len() > 100_000 {
                 c.clear();
@@ -248,9 +260,14 @@ impl PriceCatalog {
         found
     }
 
+    /// The catalog key a model name resolves to, if any.
+    pub fn resolve(&self, model: &str) -> Option<String> {
+        self.resolved(model).map(|r| r.key.to_string())
+    }
+
     /// Prices of a model, after name normalisation.
-    pub fn lookup(&self, model: &str) -> Option<&ModelPrice> {
-        self.resolve(model).and_then(|k| self.file.models.get(&k))
+    pub fn lookup(&self, model: &str) -> Option<Arc<ModelPrice>> {
+        self.resolved(model).map(|r| r.price)
     }
 
     /// The provider of a model: the prefix of `provider/model`, else the catalog's provider.

@@ -154,8 +154,10 @@ impl Record {
                 self.ts_us
             ));
         }
+        if self.model.len() > 4096 {
+            return Err("`model` is longer than 4096 bytes".into());
+        }
         for (f, v) in [
-            ("model", &Some(self.model.clone())),
             ("provider", &self.provider),
             ("task", &self.task),
             ("gateway", &self.gateway),

@@ -4,7 +4,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    opt_bool, opt_f64, opt_i32, opt_i64, opt_str, req_str, stringify, value_decimal, value_ts_ms,
+    opt_bool, opt_f64, opt_i32, opt_i64, opt_str, req_str, stringify, take_str, value_decimal,
+    value_ts_ms,
 };
 use crate::record::{CostSource, Feedback, Item, Record};
 
@@ -42,20 +43,25 @@ const KNOWN: &[&str] = &[
     "hour",
 ];
 
+fn required(v: Option<String>, key: &str) -> Result<String, String> {
+    v.filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("`{key}` is required"))
+}
+
 /// A canonical request record.
-pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
+pub fn record(mut obj: Map<String, Value>) -> Result<Item, String> {
     let ts_us = value_ts_ms(obj.get("ts"), "ts")?.ok_or("`ts` is required")?;
     let mut r = Record {
-        request_id: req_str(&obj, "request_id")?,
+        request_id: required(take_str(&mut obj, "request_id")?, "request_id")?,
         ts_us,
-        model: req_str(&obj, "model")?,
-        provider: opt_str(&obj, "provider")?,
-        task: opt_str(&obj, "task")?,
-        gateway: opt_str(&obj, "gateway")?,
-        key_id: opt_str(&obj, "key_id")?,
-        user_id: opt_str(&obj, "user_id")?,
-        team_id: opt_str(&obj, "team_id")?,
-        app: opt_str(&obj, "app")?,
+        model: required(take_str(&mut obj, "model")?, "model")?,
+        provider: take_str(&mut obj, "provider")?,
+        task: take_str(&mut obj, "task")?,
+        gateway: take_str(&mut obj, "gateway")?,
+        key_id: take_str(&mut obj, "key_id")?,
+        user_id: take_str(&mut obj, "user_id")?,
+        team_id: take_str(&mut obj, "team_id")?,
+        app: take_str(&mut obj, "app")?,
         prompt_tokens: opt_i64(&obj, "prompt_tokens")?,
         completion_tokens: opt_i64(&obj, "completion_tokens")?,
         cached_tokens: opt_i64(&obj, "cached_tokens")?,
@@ -66,13 +72,13 @@ pub fn record(obj: Map<String, Value>) -> Result<Item, String> {
         latency_ms: opt_f64(&obj, "latency_ms")?,
         ttft_ms: opt_f64(&obj, "ttft_ms")?,
         status: opt_i32(&obj, "status")?,
-        error: opt_str(&obj, "error")?,
-        finish_reason: opt_str(&obj, "finish_reason")?,
+        error: take_str(&mut obj, "error")?,
+        finish_reason: take_str(&mut obj, "finish_reason")?,
         streamed: opt_bool(&obj, "streamed")?,
         attempt: opt_i32(&obj, "attempt")?,
-        parent_id: opt_str(&obj, "parent_id")?,
-        policy_version: opt_str(&obj, "policy_version")?,
-        route: opt_str(&obj, "route")?,
+        parent_id: take_str(&mut obj, "parent_id")?,
+        policy_version: take_str(&mut obj, "policy_version")?,
+        route: take_str(&mut obj, "route")?,
         metadata: Default::default(),
     };
     // A stored record read back says `cost_source: unknown` with a null cost: keep it so.

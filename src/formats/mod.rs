@@ -212,6 +212,16 @@ pub fn opt_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, St
     }
 }
 
+/// Like [`opt_str`], but moves the string out of the object instead of copying it.
+pub fn take_str(obj: &mut Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match obj.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(v) => Err(format!("`{key}` must be a string, got {}", json_kind(&v))),
+    }
+}
+
 /// A required non-empty string field.
 pub fn req_str(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
     match opt_str(obj, key)? {

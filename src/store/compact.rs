@@ -106,15 +106,13 @@ pub async fn compact_dir(store: &Store, dir: &Path) -> Result<usize> {
 
 async fn merge(store: &Store, table: Table, dir: &Path, inputs: &[ObjectMeta]) -> Result<()> {
     let loc = store.location();
-    let mut batches = Vec::new();
+    // Inputs stream into the output one batch at a time, oldest file first: memory stays at one
+    // row group whatever the partition's size. The merged file is not declared sorted.
+    let mut enc = parquet::FileEncoder::new(table, false)?;
     for m in inputs {
-        batches.extend(parquet::read_file(&loc.store, &m.location).await?);
+        parquet::read_file_into(&loc.store, &m.location, &mut enc).await?;
     }
-    let all = arrow::compute::concat_batches(&table.file_schema(), batches.iter())?;
-    drop(batches);
-    let sorted = parquet::sort_by_ts(&all)?;
-    drop(all);
-    let body = parquet::encode(table, &[sorted])?;
+    let body = enc.finish()?;
     let name = format!(
         "part-{}-{}-c.parquet",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),

@@ -68,7 +68,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             wal_dir: None,
-            max_buffer_rows: 256 * 1024,
+            max_buffer_rows: 128 * 1024,
             flush_interval: Duration::from_secs(10),
             retention_days: None,
             compact_min_files: 8,

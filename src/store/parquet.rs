@@ -24,17 +24,20 @@ use crate::schema::Table;
 /// Rows per row group: large groups compress best; queries prune by statistics.
 const ROW_GROUP_ROWS: usize = 1 << 20;
 
-fn writer_properties(table: Table) -> WriterProperties {
+/// Writer settings; `sorted` declares the rows sorted by `ts` (true of flushed files).
+fn writer_properties(table: Table, sorted: bool) -> WriterProperties {
     let ts_index = 1; // `ts` is the second column of both tables.
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: ts_index,
-            descending: false,
-            nulls_first: false,
-        }]))
+        .set_sorting_columns(sorted.then(|| {
+            vec![SortingColumn {
+                column_idx: ts_index,
+                descending: false,
+                nulls_first: false,
+            }]
+        }))
         .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
         .set_column_encoding(ColumnPath::from("ts"), Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled(ColumnPath::from("request_id"), false)
@@ -81,28 +84,60 @@ pub fn sort_by_ts(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(take_record_batch(batch, &idx)?)
 }
 
-/// Encodes file-schema batches as one Parquet file body.
+/// Encodes `ts`-sorted file-schema batches as one Parquet file body.
 pub fn encode(table: Table, batches: &[RecordBatch]) -> Result<Bytes> {
-    let mut buf = Vec::with_capacity(1 << 20);
-    let mut w = ArrowWriter::try_new(
-        &mut buf,
-        table.file_schema(),
-        Some(writer_properties(table)),
-    )?;
+    let mut w = FileEncoder::new(table, true)?;
     for b in batches {
         w.write(b)?;
     }
-    w.close()?;
-    Ok(Bytes::from(buf))
+    w.finish()
 }
 
-/// Reads all rows of a stored file (file schema).
-pub async fn read_file(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Vec<RecordBatch>> {
+/// A Parquet file body written batch by batch (memory: one row group of encoded pages).
+pub struct FileEncoder {
+    writer: ArrowWriter<Vec<u8>>,
+}
+
+impl FileEncoder {
+    pub fn new(table: Table, sorted: bool) -> Result<Self> {
+        let buf = Vec::with_capacity(1 << 20);
+        let props = writer_properties(table, sorted);
+        Ok(FileEncoder {
+            writer: ArrowWriter::try_new(buf, table.file_schema(), Some(props))?,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch)?;
+        // Bound the buffered row group by its encoded size, not only by rows.
+        if self.writer.in_progress_size() > 64 << 20 {
+            self.writer.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Bytes> {
+        Ok(Bytes::from(self.writer.into_inner()?))
+    }
+}
+
+/// Streams the rows of a stored file (file schema) into `sink`, one batch at a time.
+pub async fn read_file_into(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    sink: &mut FileEncoder,
+) -> Result<usize> {
     let bytes = store.get(path).await?.bytes().await?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .with_batch_size(64 * 1024)
+        .with_batch_size(16 * 1024)
         .build()?;
-    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+    let mut rows = 0;
+    for b in reader {
+        let b = b?;
+        rows += b.num_rows();
+        sink.write(&b)?;
+    }
+    Ok(rows)
 }
 
 /// Reads the first `n_cols` columns (the dedupe key columns lead each file) of a stored file.
