@@ -171,3 +171,30 @@ fn mutated_inputs_are_reported_not_silently_dropped() {
         p.rejected[0].1
     );
 }
+
+#[test]
+fn canonical_fast_path_agrees_with_the_general_path() {
+    let seeds = canonical_lines();
+    let general = |bytes: &[u8]| -> Option<switchyard::record::Record> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        match formats::canonical::record(v.as_object()?.clone()).ok()? {
+            Item::Request(r) => Some(*r),
+            Item::Feedback(_) => None,
+        }
+    };
+    let mut fast_hits = 0;
+    for s in &seeds {
+        if let Some(f) = formats::canonical::fast_record(s) {
+            fast_hits += 1;
+            assert_eq!(Some(f), general(s), "{}", String::from_utf8_lossy(s));
+        }
+    }
+    assert!(fast_hits > 10, "the fast path must take generated records");
+    proptest!(config(), |(pick in any::<usize>(), ops in ops())| {
+        let bytes = mutate(&seeds[pick % seeds.len()], &ops);
+        if let Some(f) = formats::canonical::fast_record(&bytes) {
+            // Whatever the fast path accepts, the general path reads the same way.
+            prop_assert_eq!(Some(f), general(&bytes));
+        }
+    });
+}

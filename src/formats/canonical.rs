@@ -122,3 +122,134 @@ pub fn feedback(obj: Map<String, Value>, now_us: i64) -> Result<Item, String> {
         source: opt_str(&obj, "source")?,
     }))
 }
+
+/// The fast path for canonical records: a typed, borrowing parse with no intermediate JSON
+/// tree. Any surprise (an unknown field, a number as a string, a missing `ts`) returns `None`
+/// and the caller takes the general path, which keeps unknown fields and names errors.
+pub fn fast_record(line: &[u8]) -> Option<Record> {
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use serde::de::IgnoredAny;
+    use serde_json::value::RawValue;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fast<'a> {
+        #[serde(borrow)]
+        request_id: Cow<'a, str>,
+        #[serde(borrow)]
+        ts: &'a RawValue,
+        #[serde(borrow)]
+        model: Cow<'a, str>,
+        #[serde(borrow, default)]
+        provider: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        task: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        gateway: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        key_id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        user_id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        team_id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        app: Option<Cow<'a, str>>,
+        prompt_tokens: Option<i64>,
+        completion_tokens: Option<i64>,
+        cached_tokens: Option<i64>,
+        cache_write_tokens: Option<i64>,
+        reasoning_tokens: Option<i64>,
+        #[serde(borrow, default)]
+        cost_usd: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        cost_source: Option<Cow<'a, str>>,
+        latency_ms: Option<f64>,
+        ttft_ms: Option<f64>,
+        status: Option<i32>,
+        #[serde(borrow, default)]
+        error: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        finish_reason: Option<Cow<'a, str>>,
+        streamed: Option<bool>,
+        attempt: Option<i32>,
+        #[serde(borrow, default)]
+        parent_id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        policy_version: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        route: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        metadata: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+        #[serde(default)]
+        date: Option<IgnoredAny>,
+        #[serde(default)]
+        hour: Option<IgnoredAny>,
+    }
+
+    let f: Fast = serde_json::from_slice(line).ok()?;
+    let own = |c: Option<Cow<'_, str>>| c.map(Cow::into_owned);
+    let ts_text = f.ts.get();
+    let ts_us = if let Some(s) = ts_text.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        if s.contains('\\') {
+            return None;
+        }
+        super::parse_ts_str(s)?
+    } else {
+        let ms: f64 = ts_text.parse().ok()?;
+        (ms * 1000.0).round() as i64
+    };
+    let cost_usd = match f.cost_usd.map(RawValue::get) {
+        None | Some("null") => None,
+        Some(t) => {
+            let t = t.trim_matches('"');
+            Some(
+                rust_decimal::Decimal::from_str_exact(t)
+                    .or_else(|_| rust_decimal::Decimal::from_scientific(t))
+                    .ok()?,
+            )
+        }
+    };
+    let cost_source = match f.cost_source.as_deref() {
+        Some("unknown") if cost_usd.is_none() => Some(CostSource::Unknown),
+        _ => None,
+    };
+    let _ = (f.date, f.hour);
+    Some(Record {
+        request_id: f.request_id.into_owned(),
+        ts_us,
+        model: f.model.into_owned(),
+        provider: own(f.provider),
+        task: own(f.task),
+        gateway: own(f.gateway),
+        key_id: own(f.key_id),
+        user_id: own(f.user_id),
+        team_id: own(f.team_id),
+        app: own(f.app),
+        prompt_tokens: f.prompt_tokens,
+        completion_tokens: f.completion_tokens,
+        cached_tokens: f.cached_tokens,
+        cache_write_tokens: f.cache_write_tokens,
+        reasoning_tokens: f.reasoning_tokens,
+        cost_usd,
+        cost_source,
+        latency_ms: f.latency_ms,
+        ttft_ms: f.ttft_ms,
+        status: f.status,
+        error: own(f.error),
+        finish_reason: own(f.finish_reason),
+        streamed: f.streamed,
+        attempt: f.attempt,
+        parent_id: own(f.parent_id),
+        policy_version: own(f.policy_version),
+        route: own(f.route),
+        metadata: f
+            .metadata
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    })
+}

@@ -150,11 +150,17 @@ pub fn parse_body(body: &[u8], format: Format, now_us: i64) -> Parsed {
         if line.is_empty() {
             continue;
         }
+        if matches!(format, Format::Auto | Format::Canonical)
+            && let Some(r) = canonical::fast_record(line)
+        {
+            lines.push((i, Ok(Line::Ready(Box::new(r)))));
+            continue;
+        }
         let r = serde_json::from_slice::<Value>(line).map_err(|e| format!("invalid JSON: {e}"));
         if r.is_err() && first_bad.is_none() {
             first_bad = Some(i);
         }
-        lines.push((i, r));
+        lines.push((i, r.map(Line::Json)));
     }
     // One pretty-printed document (an OTLP export, say) is not NDJSON: parse it whole.
     if first_bad.is_some()
@@ -165,9 +171,21 @@ pub fn parse_body(body: &[u8], format: Format, now_us: i64) -> Parsed {
         return out;
     }
     for (i, r) in lines {
-        out.push(i, r.and_then(|v| from_value(v, format, now_us)));
+        out.push(
+            i,
+            r.and_then(|l| match l {
+                Line::Ready(rec) => Ok(vec![Item::Request(rec)]),
+                Line::Json(v) => from_value(v, format, now_us),
+            }),
+        );
     }
     out
+}
+
+/// One NDJSON line: a record from the canonical fast path, or JSON for the general path.
+enum Line {
+    Ready(Box<crate::record::Record>),
+    Json(Value),
 }
 
 fn trim_ascii(mut s: &[u8]) -> &[u8] {
