@@ -197,8 +197,10 @@ fn decimal_units(d: Decimal) -> i128 {
 /// Builds a `requests` batch (table schema, with partition columns) from finished records.
 pub fn requests_to_batch(records: &[Record]) -> Result<RecordBatch> {
     let n = records.len();
+    // Builders get their exact sizes: buffered batches stay as small as they can be.
     let str_col = |f: &dyn Fn(&Record) -> Option<&str>| -> ArrayRef {
-        let mut b = StringBuilder::with_capacity(n, n * 8);
+        let bytes = records.iter().map(|r| f(r).map_or(0, str::len)).sum();
+        let mut b = StringBuilder::with_capacity(n, bytes);
         for r in records {
             b.append_option(f(r));
         }
@@ -229,14 +231,20 @@ pub fn requests_to_batch(records: &[Record]) -> Result<RecordBatch> {
     let mut cost = Decimal128Builder::with_capacity(n)
         .with_precision_and_scale(COST_PRECISION, COST_SCALE as i8)?;
     let mut streamed = BooleanBuilder::with_capacity(n);
-    let mut meta = MapBuilder::new(
+    let entries: usize = records.iter().map(|r| r.metadata.len()).sum();
+    let (kb, vb) = records
+        .iter()
+        .flat_map(|r| r.metadata.iter())
+        .fold((0, 0), |(k, v), (a, b)| (k + a.len(), v + b.len()));
+    let mut meta = MapBuilder::with_capacity(
         Some(MapFieldNames {
             entry: "entries".into(),
             key: "keys".into(),
             value: "values".into(),
         }),
-        StringBuilder::new(),
-        StringBuilder::new(),
+        StringBuilder::with_capacity(entries, kb),
+        StringBuilder::with_capacity(entries, vb),
+        n,
     );
     let mut date = StringBuilder::with_capacity(n, n * 10);
     let mut hour = StringBuilder::with_capacity(n, n * 2);

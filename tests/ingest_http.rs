@@ -103,7 +103,7 @@ async fn nothing_usable_is_400_and_oversize_is_413() {
     gz.write_all(big.as_bytes()).unwrap();
     let gz = gz.finish().unwrap();
     assert!(gz.len() < 4096);
-    let r = c
+    let r = client()
         .post(s.url("/v1/logs"))
         .header("content-encoding", "gzip")
         .body(gz)

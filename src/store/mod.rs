@@ -26,7 +26,6 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::concat_batches;
 use arrow::datatypes::TimestampMicrosecondType;
 use object_store::PutPayload;
 use object_store::path::Path;
@@ -68,7 +67,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             wal_dir: None,
-            max_buffer_rows: 128 * 1024,
+            max_buffer_rows: 64 * 1024,
             flush_interval: Duration::from_secs(10),
             retention_days: None,
             compact_min_files: 8,
@@ -609,12 +608,9 @@ impl Store {
                 continue;
             }
             let batches = batches.clone();
-            let sorted = tokio::task::spawn_blocking(move || {
-                let all = concat_batches(&table.table_schema(), batches.iter())?;
-                parquet::sort_by_ts(&all)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("sort task: {e}")))??;
+            let sorted = tokio::task::spawn_blocking(move || parquet::sort_by_ts(&batches))
+                .await
+                .map_err(|e| Error::Internal(format!("sort task: {e}")))??;
             for (bucket, slice) in split_partitions(table, &sorted) {
                 let rows = slice.num_rows();
                 let (date, hour) = partition_of(bucket * 3_600_000_000);

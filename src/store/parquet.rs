@@ -6,7 +6,6 @@ use object_store::ObjectStoreExt as _;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -66,22 +65,22 @@ pub fn to_file_batch(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, cols)?)
 }
 
-/// Sorts a batch by `ts` (then `request_id`), the order files declare.
-pub fn sort_by_ts(batch: &RecordBatch) -> Result<RecordBatch> {
-    let idx = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: batch.column(1).clone(),
-                options: Some(SortOptions::default()),
-            },
-            SortColumn {
-                values: batch.column(0).clone(),
-                options: Some(SortOptions::default()),
-            },
-        ],
-        None,
-    )?;
-    Ok(take_record_batch(batch, &idx)?)
+/// Merges batches into one, sorted by `ts` (then `request_id`), the order files declare.
+/// Rows are copied once, straight into their sorted place.
+pub fn sort_by_ts(batches: &[RecordBatch]) -> Result<RecordBatch> {
+    use arrow::datatypes::TimestampMicrosecondType;
+    let mut keys: Vec<(i64, &str, usize, usize)> = Vec::with_capacity(rows(batches));
+    for (b, batch) in batches.iter().enumerate() {
+        let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+        let ids = batch.column(0).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            keys.push((ts.value(i), ids.value(i), b, i));
+        }
+    }
+    keys.sort_unstable();
+    let idx: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, i)| (b, i)).collect();
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(arrow::compute::interleave_record_batch(&refs, &idx)?)
 }
 
 /// Encodes `ts`-sorted file-schema batches as one Parquet file body.
