@@ -108,11 +108,6 @@ async fn merge(store: &Store, table: Table, dir: &Path, inputs: &[ObjectMeta]) -
     let loc = store.location();
     // Inputs stream into the output one batch at a time, oldest file first: memory stays at one
     // row group whatever the partition's size. The merged file is not declared sorted.
-    let mut enc = parquet::FileEncoder::new(table, false)?;
-    for m in inputs {
-        parquet::read_file_into(&loc.store, &m.location, &mut enc).await?;
-    }
-    let body = enc.finish()?;
     let name = format!(
         "part-{}-{}-c.parquet",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
@@ -120,7 +115,8 @@ async fn merge(store: &Store, table: Table, dir: &Path, inputs: &[ObjectMeta]) -
     );
     let output = dir.clone().join(name.as_str());
     let tmp = dir.clone().join(format!("{name}.pending").as_str());
-    loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
+    let paths: Vec<Path> = inputs.iter().map(|m| m.location.clone()).collect();
+    parquet::merge_files(&loc.store, table, &paths, &tmp).await?;
     let journal = Journal {
         output: output.to_string(),
         inputs: inputs.iter().map(|m| m.location.to_string()).collect(),

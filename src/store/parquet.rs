@@ -22,9 +22,11 @@ use crate::schema::Table;
 
 /// Rows per row group: large groups compress best; queries prune by statistics.
 const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Encoded bytes a row group may buffer before it is written out.
+const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// Writer settings; `sorted` declares the rows sorted by `ts` (true of flushed files).
-fn writer_properties(table: Table, sorted: bool) -> WriterProperties {
+pub fn writer_properties(table: Table, sorted: bool) -> WriterProperties {
     let ts_index = 1; // `ts` is the second column of both tables.
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
@@ -109,7 +111,7 @@ impl FileEncoder {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.writer.write(batch)?;
         // Bound the buffered row group by its encoded size, not only by rows.
-        if self.writer.in_progress_size() > 64 << 20 {
+        if self.writer.in_progress_size() > ROW_GROUP_BYTES {
             self.writer.flush()?;
         }
         Ok(())
@@ -120,22 +122,34 @@ impl FileEncoder {
     }
 }
 
-/// Streams the rows of a stored file (file schema) into `sink`, one batch at a time.
-pub async fn read_file_into(
+/// Merges stored files into one object, streaming: each input is read and each row group
+/// written out as it fills, so memory stays bounded whatever the inputs add up to.
+pub async fn merge_files(
     store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    sink: &mut FileEncoder,
+    table: Table,
+    inputs: &[Path],
+    output: &Path,
 ) -> Result<usize> {
-    let bytes = store.get(path).await?.bytes().await?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .with_batch_size(16 * 1024)
-        .build()?;
+    use parquet::arrow::AsyncArrowWriter;
+    let sink = object_store::buffered::BufWriter::new(store.clone(), output.clone());
+    let props = writer_properties(table, false);
+    let mut w = AsyncArrowWriter::try_new(sink, table.file_schema(), Some(props))?;
     let mut rows = 0;
-    for b in reader {
-        let b = b?;
-        rows += b.num_rows();
-        sink.write(&b)?;
+    for path in inputs {
+        let bytes = store.get(path).await?.bytes().await?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+            .with_batch_size(16 * 1024)
+            .build()?;
+        for b in reader {
+            let b = b?;
+            rows += b.num_rows();
+            w.write(&b).await?;
+            if w.in_progress_size() > ROW_GROUP_BYTES {
+                w.flush().await?;
+            }
+        }
     }
+    w.close().await?;
     Ok(rows)
 }
 
