@@ -6,12 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchyard::cli::{Cli, LogFormat};
 
-/// mimalloc: faster for the many small allocations of JSON parsing, and returns memory to the
-/// OS instead of growing one arena per thread.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_tracing(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -44,3 +40,22 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => b.json().init(),
     }
 }
+
+/// glibc gives every thread that allocates its own arena (up to 8 per core), and memory freed
+/// into one arena is not reused by another: under ingest load the heap grows to several times
+/// the live data. One arena per core keeps the server's footprint near its working set at no
+/// measured cost in throughput (see the ingest benchmark in the README).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arenas = libc::c_int::try_from(cores).unwrap_or(2);
+    // SAFETY: mallopt only adjusts allocator tuning; it is called first thing in main, before
+    // any other thread exists, with a valid parameter and value.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
