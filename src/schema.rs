@@ -335,6 +335,104 @@ pub fn feedback_to_batch(items: &[Feedback]) -> Result<RecordBatch> {
     )?)
 }
 
+/// Reads `requests` rows back into records (file or table schema; columns found by name).
+pub fn batch_to_requests(batch: &RecordBatch) -> Result<Vec<Record>> {
+    use crate::error::Error;
+    use crate::record::CostSource;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{
+        Decimal128Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    };
+
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| Error::Invalid(format!("requests batch has no `{name}` column")))
+    };
+    let text = |name: &str| -> Result<&arrow::array::StringArray> {
+        col(name)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| Error::Invalid(format!("`{name}` is not a string column")))
+    };
+    let opt_text =
+        |a: &arrow::array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+    let ids = text("request_id")?;
+    let ts = col("ts")?.as_primitive::<TimestampMicrosecondType>();
+    let model = text("model")?;
+    let strs: Vec<&arrow::array::StringArray> = [
+        "provider",
+        "task",
+        "gateway",
+        "key_id",
+        "user_id",
+        "team_id",
+        "app",
+        "error",
+        "finish_reason",
+        "parent_id",
+        "policy_version",
+        "route",
+        "cost_source",
+    ]
+    .iter()
+    .map(|n| text(n))
+    .collect::<Result<_>>()?;
+    let ints: Vec<&arrow::array::Int64Array> = [
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    ]
+    .iter()
+    .map(|n| col(n).map(|c| c.as_primitive::<Int64Type>()))
+    .collect::<Result<_>>()?;
+    let cost = col("cost_usd")?.as_primitive::<Decimal128Type>();
+    let latency = col("latency_ms")?.as_primitive::<Float64Type>();
+    let ttft = col("ttft_ms")?.as_primitive::<Float64Type>();
+    let status = col("status")?.as_primitive::<Int32Type>();
+    let attempt = col("attempt")?.as_primitive::<Int32Type>();
+    let streamed = col("streamed")?.as_boolean();
+    let oi = |a: &arrow::array::Int64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
+    let of = |a: &arrow::array::Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
+    let o32 = |a: &arrow::array::Int32Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        out.push(Record {
+            request_id: ids.value(i).to_string(),
+            ts_us: ts.value(i),
+            model: model.value(i).to_string(),
+            provider: opt_text(strs[0], i),
+            task: opt_text(strs[1], i),
+            gateway: opt_text(strs[2], i),
+            key_id: opt_text(strs[3], i),
+            user_id: opt_text(strs[4], i),
+            team_id: opt_text(strs[5], i),
+            app: opt_text(strs[6], i),
+            prompt_tokens: oi(ints[0], i),
+            completion_tokens: oi(ints[1], i),
+            cached_tokens: oi(ints[2], i),
+            cache_write_tokens: oi(ints[3], i),
+            reasoning_tokens: oi(ints[4], i),
+            cost_usd: (!cost.is_null(i))
+                .then(|| Decimal::from_i128_with_scale(cost.value(i), COST_SCALE)),
+            cost_source: opt_text(strs[12], i).as_deref().and_then(CostSource::parse),
+            latency_ms: of(latency, i),
+            ttft_ms: of(ttft, i),
+            status: o32(status, i),
+            error: opt_text(strs[7], i),
+            finish_reason: opt_text(strs[8], i),
+            streamed: (!streamed.is_null(i)).then(|| streamed.value(i)),
+            attempt: o32(attempt, i),
+            parent_id: opt_text(strs[9], i),
+            policy_version: opt_text(strs[10], i),
+            route: opt_text(strs[11], i),
+            metadata: metadata_at(batch, i),
+        });
+    }
+    Ok(out)
+}
+
 /// The metadata of row `i` of a `requests` batch, as a map (used by tests and exports).
 pub fn metadata_at(batch: &RecordBatch, i: usize) -> BTreeMap<String, String> {
     use arrow::array::{AsArray, StringArray};

@@ -182,19 +182,35 @@ fn canonical_fast_path_agrees_with_the_general_path() {
             Item::Feedback(_) => None,
         }
     };
+    let general_fb = |bytes: &[u8]| -> Option<switchyard::record::Feedback> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        match formats::canonical::feedback(v.as_object()?.clone(), 7).ok()? {
+            Item::Feedback(f) => Some(f),
+            Item::Request(_) => None,
+        }
+    };
     let mut fast_hits = 0;
+    let mut fast_fb = 0;
     for s in &seeds {
+        if let Some(f) = formats::canonical::fast_feedback(s, 7) {
+            fast_fb += 1;
+            assert_eq!(Some(f), general_fb(s), "{}", String::from_utf8_lossy(s));
+        }
         if let Some(f) = formats::canonical::fast_record(s) {
             fast_hits += 1;
             assert_eq!(Some(f), general(s), "{}", String::from_utf8_lossy(s));
         }
     }
     assert!(fast_hits > 10, "the fast path must take generated records");
+    assert!(fast_fb > 3, "the fast path must take generated feedback");
     proptest!(config(), |(pick in any::<usize>(), ops in ops())| {
         let bytes = mutate(&seeds[pick % seeds.len()], &ops);
         if let Some(f) = formats::canonical::fast_record(&bytes) {
             // Whatever the fast path accepts, the general path reads the same way.
             prop_assert_eq!(Some(f), general(&bytes));
+        }
+        if let Some(f) = formats::canonical::fast_feedback(&bytes, 7) {
+            prop_assert_eq!(Some(f), general_fb(&bytes));
         }
     });
 }

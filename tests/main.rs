@@ -13,3 +13,4 @@ mod ingest_cli;
 mod ingest_http;
 mod prices;
 mod readers;
+mod schema;

@@ -253,3 +253,43 @@ pub fn fast_record(line: &[u8]) -> Option<Record> {
             .collect(),
     })
 }
+
+/// The fast path for feedback records, like [`fast_record`]: `None` sends the line to the
+/// general path.
+pub fn fast_feedback(line: &[u8], now_us: i64) -> Option<Feedback> {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fast<'a> {
+        #[serde(borrow)]
+        request_id: Cow<'a, str>,
+        #[serde(borrow, default)]
+        ts: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        metric: Option<Cow<'a, str>>,
+        value: f64,
+        #[serde(borrow, default)]
+        source: Option<Cow<'a, str>>,
+    }
+
+    let f: Fast = serde_json::from_slice(line).ok()?;
+    let ts_us = match f.ts.map(RawValue::get) {
+        None | Some("null") => now_us,
+        Some(t) => match t.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            Some(s) if !s.contains('\\') => super::parse_ts_str(s)?,
+            Some(_) => return None,
+            None => (t.parse::<f64>().ok()? * 1000.0).round() as i64,
+        },
+    };
+    Some(Feedback {
+        request_id: f.request_id.into_owned(),
+        ts_us,
+        metric: f.metric.map_or_else(|| "quality".into(), Cow::into_owned),
+        value: f.value,
+        source: f.source.map(Cow::into_owned),
+    })
+}

@@ -153,7 +153,13 @@ pub fn parse_body(body: &[u8], format: Format, now_us: i64) -> Parsed {
         if matches!(format, Format::Auto | Format::Canonical)
             && let Some(r) = canonical::fast_record(line)
         {
-            lines.push((i, Ok(Line::Ready(Box::new(r)))));
+            lines.push((i, Ok(Line::Ready(Item::Request(Box::new(r))))));
+            continue;
+        }
+        if matches!(format, Format::Auto | Format::Feedback)
+            && let Some(f) = canonical::fast_feedback(line, now_us)
+        {
+            lines.push((i, Ok(Line::Ready(Item::Feedback(f)))));
             continue;
         }
         let r = serde_json::from_slice::<Value>(line).map_err(|e| format!("invalid JSON: {e}"));
@@ -174,7 +180,7 @@ pub fn parse_body(body: &[u8], format: Format, now_us: i64) -> Parsed {
         out.push(
             i,
             r.and_then(|l| match l {
-                Line::Ready(rec) => Ok(vec![Item::Request(rec)]),
+                Line::Ready(item) => Ok(vec![item]),
                 Line::Json(v) => from_value(v, format, now_us),
             }),
         );
@@ -182,9 +188,9 @@ pub fn parse_body(body: &[u8], format: Format, now_us: i64) -> Parsed {
     out
 }
 
-/// One NDJSON line: a record from the canonical fast path, or JSON for the general path.
+/// One NDJSON line: an item from a fast path, or JSON for the general path.
 enum Line {
-    Ready(Box<crate::record::Record>),
+    Ready(Item),
     Json(Value),
 }
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
+use futures::{StreamExt, TryStreamExt};
 use object_store::PutPayload;
 use object_store::path::Path;
 use tokio::sync::{Notify, RwLock, oneshot};
@@ -611,37 +612,44 @@ impl Store {
             let sorted = tokio::task::spawn_blocking(move || parquet::sort_by_ts(&batches))
                 .await
                 .map_err(|e| Error::Internal(format!("sort task: {e}")))??;
-            for (bucket, slice) in split_partitions(table, &sorted) {
-                let rows = slice.num_rows();
-                let (date, hour) = partition_of(bucket * 3_600_000_000);
-                let dir = match table {
-                    Table::Requests => self.inner.loc.path(&[
-                        table.name(),
-                        &format!("date={date}"),
-                        &format!("hour={hour}"),
-                    ]),
-                    Table::Feedback => self
-                        .inner
-                        .loc
-                        .path(&[table.name(), &format!("date={date}")]),
-                };
-                let body = tokio::task::spawn_blocking(move || {
-                    parquet::encode(table, &[parquet::to_file_batch(table, &slice)?])
-                })
-                .await
-                .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
-                let name = format!(
-                    "part-{}-{}.parquet",
-                    chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
-                    random_hex()
-                );
-                let final_path = dir.clone().join(name.as_str());
-                let tmp = dir.clone().join(format!("{name}.pending").as_str());
-                self.inner
-                    .loc
-                    .store
-                    .put(&tmp, PutPayload::from_bytes(body))
-                    .await?;
+            // Partitions are encoded and written in parallel, one task per core.
+            let parts = split_partitions(table, &sorted);
+            drop(sorted);
+            let jobs = parts.into_iter().map(|(bucket, slice)| {
+                let loc = self.inner.loc.clone();
+                async move {
+                    let rows = slice.num_rows();
+                    let (date, hour) = partition_of(bucket * 3_600_000_000);
+                    let dir = match table {
+                        Table::Requests => loc.path(&[
+                            table.name(),
+                            &format!("date={date}"),
+                            &format!("hour={hour}"),
+                        ]),
+                        Table::Feedback => loc.path(&[table.name(), &format!("date={date}")]),
+                    };
+                    let body = tokio::task::spawn_blocking(move || {
+                        parquet::encode(table, &[parquet::to_file_batch(table, &slice)?])
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
+                    let name = format!(
+                        "part-{}-{}.parquet",
+                        chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
+                        random_hex()
+                    );
+                    let final_path = dir.clone().join(name.as_str());
+                    let tmp = dir.clone().join(format!("{name}.pending").as_str());
+                    loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
+                    Ok::<_, Error>((bucket, rows, dir, tmp, final_path))
+                }
+            });
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let written: Vec<_> = futures::stream::iter(jobs)
+                .buffer_unordered(cores)
+                .try_collect()
+                .await?;
+            for (bucket, rows, dir, tmp, final_path) in written {
                 pending.push((tmp, final_path));
                 if table == Table::Requests {
                     *flushed_buckets.entry(bucket).or_default() += rows;

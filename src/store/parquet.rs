@@ -26,7 +26,7 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// Writer settings; `sorted` declares the rows sorted by `ts` (true of flushed files).
-pub fn writer_properties(table: Table, sorted: bool) -> WriterProperties {
+pub fn writer_properties(table: Table, sorted: bool, rows: Option<usize>) -> WriterProperties {
     let ts_index = 1; // `ts` is the second column of both tables.
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
@@ -44,6 +44,10 @@ pub fn writer_properties(table: Table, sorted: bool) -> WriterProperties {
         .set_column_dictionary_enabled(ColumnPath::from("request_id"), false)
         .set_column_bloom_filter_enabled(ColumnPath::from("request_id"), true)
         .set_column_bloom_filter_fpp(ColumnPath::from("request_id"), 0.01);
+    if let Some(n) = rows {
+        // Sized for the file: the default (a million ids) costs a megabyte per small file.
+        b = b.set_column_bloom_filter_max_ndv(ColumnPath::from("request_id"), n.max(1) as u64);
+    }
     if table == Table::Requests {
         for c in [
             "prompt_tokens",
@@ -87,7 +91,7 @@ pub fn sort_by_ts(batches: &[RecordBatch]) -> Result<RecordBatch> {
 
 /// Encodes `ts`-sorted file-schema batches as one Parquet file body.
 pub fn encode(table: Table, batches: &[RecordBatch]) -> Result<Bytes> {
-    let mut w = FileEncoder::new(table, true)?;
+    let mut w = FileEncoder::new(table, true, Some(rows(batches)))?;
     for b in batches {
         w.write(b)?;
     }
@@ -100,9 +104,9 @@ pub struct FileEncoder {
 }
 
 impl FileEncoder {
-    pub fn new(table: Table, sorted: bool) -> Result<Self> {
+    pub fn new(table: Table, sorted: bool, rows: Option<usize>) -> Result<Self> {
         let buf = Vec::with_capacity(1 << 20);
-        let props = writer_properties(table, sorted);
+        let props = writer_properties(table, sorted, rows);
         Ok(FileEncoder {
             writer: ArrowWriter::try_new(buf, table.file_schema(), Some(props))?,
         })
@@ -132,7 +136,7 @@ pub async fn merge_files(
 ) -> Result<usize> {
     use parquet::arrow::AsyncArrowWriter;
     let sink = object_store::buffered::BufWriter::new(store.clone(), output.clone());
-    let props = writer_properties(table, false);
+    let props = writer_properties(table, false, None);
     let mut w = AsyncArrowWriter::try_new(sink, table.file_schema(), Some(props))?;
     let mut rows = 0;
     for path in inputs {
