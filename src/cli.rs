@@ -56,6 +56,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Read-only SQL over the store.
     Query(QueryArgs),
+    /// Run a named report (`queries/NAME.sql`) over a time window.
+    Report(ReportArgs),
     /// Write a realistic synthetic workload as NDJSON.
     Generate(GenerateArgs),
     /// Manage the price catalog.
@@ -115,6 +117,34 @@ pub struct QueryArgs {
     pub sql: Option<String>,
     #[arg(long)]
     pub file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Write the answer here instead of stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The report to run (see --list).
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+    /// List the reports: one name per line, then its purpose.
+    #[arg(long)]
+    pub list: bool,
+    /// Start of the window (inclusive): 7d, 24h, 30m before now, a date (2026-11-01, midnight
+    /// UTC) or an RFC 3339 time. Default: the beginning of the data.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End of the window (exclusive), in the same forms. Default: no end.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this task.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Only this model.
+    #[arg(long)]
+    pub model: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
     /// Write the answer here instead of stdout.

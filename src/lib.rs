@@ -19,9 +19,11 @@ pub mod error;
 pub mod formats;
 pub mod generate;
 pub mod http;
+pub mod metrics;
 pub mod prices;
 pub mod query;
 pub mod record;
+pub mod reports;
 pub mod schema;
 pub mod store;
 

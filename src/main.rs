@@ -4,11 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::cli::{Cli, LogFormat};
+use switchyard::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        limit_malloc_arenas();
+    }
     init_tracing(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -43,8 +45,9 @@ fn init_tracing(format: LogFormat) {
 
 /// glibc gives every thread that allocates its own arena (up to 8 per core), and memory freed
 /// into one arena is not reused by another: under ingest load the heap grows to several times
-/// the live data. One arena per core keeps the server's footprint near its working set at no
-/// measured cost in throughput (see the ingest benchmark in the README).
+/// the live data. One arena per core keeps the long-running server's footprint near its
+/// working set at no measured cost in throughput (see the ingest benchmark in the README).
+/// Short batch commands keep glibc's default: their threads would contend for fewer arenas.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {

@@ -107,20 +107,36 @@ static FEEDBACK_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(f))
 });
 
-/// Which table a batch belongs to.
+/// The stored tables: the two ingested ones, and the hourly rollups derived from `requests`
+/// at flush (see `store::rollup`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Requests,
     Feedback,
+    RequestsHourly,
+    LatencyHourly,
 }
 
 impl Table {
+    /// The ingested tables (what the WAL and the write buffer hold).
     pub const ALL: [Table; 2] = [Table::Requests, Table::Feedback];
+    /// The rollups of `requests`.
+    pub const ROLLUPS: [Table; 2] = [Table::RequestsHourly, Table::LatencyHourly];
+    /// Every table with files in the store.
+    pub const STORED: [Table; 4] = [
+        Table::Requests,
+        Table::Feedback,
+        Table::RequestsHourly,
+        Table::LatencyHourly,
+    ];
 
+    /// The table's SQL name and its directory in the store.
     pub fn name(self) -> &'static str {
         match self {
             Table::Requests => "requests",
             Table::Feedback => "feedback",
+            Table::RequestsHourly => "requests_hourly",
+            Table::LatencyHourly => "latency_hourly",
         }
     }
 
@@ -129,25 +145,95 @@ impl Table {
         match self {
             Table::Requests => REQUEST_FILE.clone(),
             Table::Feedback => FEEDBACK_FILE.clone(),
+            Table::RequestsHourly => HOURLY_FILE.clone(),
+            Table::LatencyHourly => LATENCY_FILE.clone(),
         }
     }
 
-    /// File columns plus the partition columns (`date`, and `hour` for requests).
+    /// File columns plus the partition columns (`date`, and `hour` but for feedback).
     pub fn table_schema(self) -> SchemaRef {
         match self {
             Table::Requests => REQUEST_TABLE.clone(),
             Table::Feedback => FEEDBACK_TABLE.clone(),
+            Table::RequestsHourly => HOURLY_TABLE.clone(),
+            Table::LatencyHourly => LATENCY_TABLE.clone(),
         }
     }
 
     /// Names of the Hive partition columns, outermost first.
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Requests => &["date", "hour"],
             Table::Feedback => &["date"],
+            _ => &["date", "hour"],
         }
     }
 }
+
+/// Precision of summed costs in the rollups (what `SUM` of `cost_usd` gives).
+pub const COST_SUM_PRECISION: u8 = 28;
+
+fn hourly_fields() -> Vec<Field> {
+    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    let i = |n: &str| Field::new(n, DataType::Int64, false);
+    let mut f = vec![
+        Field::new("ts_hour", utc_ts(), false),
+        s("model", false),
+        s("provider", true),
+        s("task", false),
+        s("key_id", true),
+        s("team_id", true),
+    ];
+    for n in [
+        "requests",
+        "errors",
+        "retries",
+        "streamed",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    ] {
+        f.push(i(n));
+    }
+    f.push(Field::new(
+        "cost_usd",
+        DataType::Decimal128(COST_SUM_PRECISION, COST_SCALE as i8),
+        false,
+    ));
+    f.push(i("unpriced"));
+    f.push(Field::new("latency_ms_sum", DataType::Float64, false));
+    f.push(i("latency_count"));
+    f.push(Field::new("ttft_ms_sum", DataType::Float64, false));
+    f.push(i("ttft_count"));
+    f
+}
+
+fn latency_fields() -> Vec<Field> {
+    vec![
+        Field::new("ts_hour", utc_ts(), false),
+        Field::new("model", DataType::Utf8, false),
+        Field::new("task", DataType::Utf8, false),
+        Field::new("key_id", DataType::Utf8, true),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("bucket", DataType::Int32, false),
+        Field::new("count", DataType::Int64, false),
+    ]
+}
+
+static HOURLY_FILE: LazyLock<SchemaRef> = LazyLock::new(|| Arc::new(Schema::new(hourly_fields())));
+static HOURLY_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = hourly_fields();
+    f.extend(partition_fields(true));
+    Arc::new(Schema::new(f))
+});
+static LATENCY_FILE: LazyLock<SchemaRef> =
+    LazyLock::new(|| Arc::new(Schema::new(latency_fields())));
+static LATENCY_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = latency_fields();
+    f.extend(partition_fields(true));
+    Arc::new(Schema::new(f))
+});
 
 /// `YYYY-MM-DD` and `HH` (UTC) of a microsecond timestamp.
 pub fn partition_of(ts_us: i64) -> (String, String) {

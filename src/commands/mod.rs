@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use object_store::PutPayload;
 
 use crate::cli::{
-    CatalogFormat, Cli, Command, ConfigCommand, Global, PricesCommand, QueryArgs, StoreArgs,
+    CatalogFormat, Cli, Command, ConfigCommand, Global, PricesCommand, QueryArgs, ReportArgs,
+    StoreArgs,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Serve(args) => serve::serve(&g, &config, args).await,
         Command::Ingest(args) => ingest::ingest_command(&g, &config, args).await,
         Command::Query(args) => query_command(&g, &config, args).await,
+        Command::Report(args) => report_command(&g, &config, args).await,
         Command::Generate(args) => generate_command(args),
         Command::Prices(cmd) => prices_command(&g, cmd).await,
         Command::Config(ConfigCommand::Check) => {
@@ -132,42 +134,66 @@ async fn query_command(g: &Global, config: &Config, args: QueryArgs) -> Result<O
             ));
         }
     };
+    let engine = read_only_engine(g, config).await?;
+    let result = engine.sql(&sql).await?;
+    write_answer(&result, args.format, args.output.as_deref())?;
+    Ok(Outcome::Ok)
+}
+
+/// A query engine over the data dir that never replays or takes the WAL lock: a running
+/// server keeps it.
+async fn read_only_engine(g: &Global, config: &Config) -> Result<QueryEngine> {
     let loc = Location::open(&g.data_dir)?;
     let prices = load_catalog(&loc).await?;
-    // Reading never replays or takes the WAL lock: a running server keeps it.
     let ro = StoreConfig {
         read_only: true,
         ..StoreConfig::default()
     };
     let store = Store::open(loc, ro, prices).await?;
-    let engine = QueryEngine::new(store, query_config(config))?;
-    let result = engine.sql(&sql).await?;
-    let bytes = match args.format {
-        OutputFormat::Table => {
-            let mut s = output::table(&result)?;
-            s.push('\n');
-            s.into_bytes()
-        }
-        OutputFormat::Csv => output::csv(&result)?,
-        OutputFormat::Json => {
-            let rows = output::json_rows(&result)?;
-            let mut v = serde_json::to_vec_pretty(&rows)?;
-            v.push(b'\n');
-            v
-        }
-        OutputFormat::Ndjson => {
-            let mut v = Vec::new();
-            for row in output::json_rows(&result)? {
-                serde_json::to_writer(&mut v, &row)?;
-                v.push(b'\n');
-            }
-            v
-        }
-    };
-    match &args.output {
+    QueryEngine::new(store, query_config(config))
+}
+
+/// Writes a query answer in `format` to `path` or stdout.
+fn write_answer(
+    result: &crate::query::QueryResult,
+    format: OutputFormat,
+    path: Option<&std::path::Path>,
+) -> Result<()> {
+    let bytes = output::render(result, format)?;
+    match path {
         Some(p) => std::fs::write(p, bytes).map_err(|e| Error::io(p, e))?,
         None => std::io::stdout().write_all(&bytes)?,
     }
+    Ok(())
+}
+
+async fn report_command(g: &Global, config: &Config, args: ReportArgs) -> Result<Outcome> {
+    if args.list {
+        let all = crate::reports::all()?;
+        let width = all.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for r in &all {
+            out.push_str(&format!("{:width$}  {}\n", r.name, r.purpose));
+        }
+        std::io::stdout().write_all(out.as_bytes())?;
+        return Ok(Outcome::Ok);
+    }
+    let name = args
+        .name
+        .as_deref()
+        .ok_or_else(|| Error::Invalid("name a report, or use --list".into()))?;
+    // Fail on a bad name or window before opening the store.
+    crate::reports::get(name)?;
+    let window = crate::reports::Window::parse(
+        args.since.as_deref(),
+        args.until.as_deref(),
+        args.task.as_deref(),
+        args.model.as_deref(),
+        chrono::Utc::now(),
+    )?;
+    let engine = read_only_engine(g, config).await?;
+    let result = crate::reports::run(&engine, name, &window).await?;
+    write_answer(&result, args.format, args.output.as_deref())?;
     Ok(Outcome::Ok)
 }
 

@@ -150,13 +150,17 @@ pub fn parse_body(body: &[u8], format: Format, now_us: i64) -> Parsed {
         if line.is_empty() {
             continue;
         }
+        // A key scan first: a failed typed parse costs an error message, and mixed files
+        // alternate requests and feedback.
         if matches!(format, Format::Auto | Format::Canonical)
+            && memchr::memmem::find(line, b"\"model\"").is_some()
             && let Some(r) = canonical::fast_record(line)
         {
             lines.push((i, Ok(Line::Ready(Item::Request(Box::new(r))))));
             continue;
         }
         if matches!(format, Format::Auto | Format::Feedback)
+            && memchr::memmem::find(line, b"\"value\"").is_some()
             && let Some(f) = canonical::fast_feedback(line, now_us)
         {
             lines.push((i, Ok(Line::Ready(Item::Feedback(f)))));

@@ -117,6 +117,41 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Compacted files written.",
         g(&m.compactions) as f64,
     );
+    line(
+        "switchyard_wal_queue_depth",
+        "gauge",
+        "Ingest batches waiting for their WAL sync.",
+        g(&m.wal_queue) as f64,
+    );
+    let q = state.query.metrics();
+    line(
+        "switchyard_queries_rejected_total",
+        "counter",
+        "Queries rejected before running (writes, DDL, bad SQL).",
+        g(&q.rejected) as f64,
+    );
+    line(
+        "switchyard_queries_limited_total",
+        "counter",
+        "Queries stopped by their time or memory bound.",
+        g(&q.limited) as f64,
+    );
+    line(
+        "switchyard_queries_failed_total",
+        "counter",
+        "Queries that failed otherwise.",
+        g(&q.failed) as f64,
+    );
+    m.flush_seconds.render(
+        &mut s,
+        "switchyard_flush_duration_seconds",
+        "Duration of flushes to Parquet.",
+    );
+    q.seconds.render(
+        &mut s,
+        "switchyard_query_duration_seconds",
+        "Wall time of queries and reports.",
+    );
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -1,9 +1,11 @@
 //! `serve`'s HTTP API: routes are listed here and nothing else; handlers live by role in
-//! `ingest.rs` and `api.rs`, and `error.rs` maps [`crate::Error`] to a status code.
+//! `ingest.rs`, `api.rs` (query, operations) and `ui.rs` (dashboards, reports), and
+//! `error.rs` maps [`crate::Error`] to a status code.
 
 mod api;
 mod error;
 mod ingest;
+mod ui;
 
 use std::sync::Arc;
 
@@ -33,6 +35,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/feedback", post(ingest::feedback))
         .route("/v1/traces", post(ingest::traces))
         .route("/api/query", post(api::query))
+        .route("/api/reports", get(ui::report_list))
+        .route("/api/reports/{name}", get(ui::report))
+        .route("/api/dashboards", get(ui::dashboards))
+        .route("/", get(ui::index))
+        .route("/assets/{file}", get(ui::assets))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))

@@ -57,6 +57,17 @@ pub struct QueryEngine {
     store: Store,
     runtime: Arc<RuntimeEnv>,
     cfg: QueryConfig,
+    metrics: Arc<QueryMetrics>,
+}
+
+/// Counters of the queries an engine ran.
+#[derive(Debug, Default)]
+pub struct QueryMetrics {
+    /// Wall time of every query, failed or not.
+    pub seconds: crate::metrics::Histogram,
+    pub rejected: std::sync::atomic::AtomicU64,
+    pub limited: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
 }
 
 impl QueryEngine {
@@ -73,7 +84,12 @@ impl QueryEngine {
             store,
             runtime,
             cfg,
+            metrics: Arc::default(),
         })
+    }
+
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Store {
@@ -106,17 +122,37 @@ impl QueryEngine {
 
     /// Runs one read-only statement. DDL, DML, `COPY` and `SET` are rejected.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = std::time::Instant::now();
+        let r = self.run(sql).await;
+        let m = &self.metrics;
+        m.seconds.observe(started.elapsed());
+        match &r {
+            Err(Error::QueryRejected(_)) => m.rejected.fetch_add(1, Relaxed),
+            Err(Error::QueryLimit(_)) => m.limited.fetch_add(1, Relaxed),
+            Err(_) => m.failed.fetch_add(1, Relaxed),
+            Ok(_) => 0,
+        };
+        r
+    }
+
+    async fn run(&self, sql: &str) -> Result<QueryResult> {
         let ctx = self.context();
         let plan = {
             let buffer = self.store.read_buffer().await;
-            for table in Table::ALL {
+            let (hourly, latency) = crate::store::rollup::compute(buffer.batches(Table::Requests))?;
+            for table in Table::STORED {
                 let name = table.name();
                 ctx.register_table(
                     format!("{name}_stored"),
                     Arc::new(self.listing_table(table)?),
                 )?;
-                let mem =
-                    MemTable::try_new(table.table_schema(), vec![buffer.batches(table).to_vec()])?;
+                let buffered = match table {
+                    Table::RequestsHourly => vec![hourly.clone()],
+                    Table::LatencyHourly => vec![latency.clone()],
+                    _ => buffer.batches(table).to_vec(),
+                };
+                let mem = MemTable::try_new(table.table_schema(), vec![buffered])?;
                 ctx.register_table(format!("{name}_buffered"), Arc::new(mem))?;
                 ctx.sql(&format!(
                     "CREATE VIEW {name} AS SELECT * FROM {name}_stored UNION ALL SELECT * FROM {name}_buffered"

@@ -1,5 +1,5 @@
-//! Rendering query answers: a text table, CSV with a header, and the JSON shape of
-//! `POST /api/query` (`{"columns": [...], "rows": [[...]]}`).
+//! Rendering query answers: a text table, CSV with a header, JSON, NDJSON, Parquet, and the
+//! JSON shape of `POST /api/query` (`{"columns": [...], "rows": [[...]]}`).
 
 use arrow::array::RecordBatch;
 use serde_json::{Map, Value};
@@ -15,6 +15,46 @@ pub enum OutputFormat {
     Csv,
     Json,
     Ndjson,
+    Parquet,
+}
+
+/// The answer in `format`, as bytes to write.
+pub fn render(r: &QueryResult, format: OutputFormat) -> Result<Vec<u8>> {
+    Ok(match format {
+        OutputFormat::Table => {
+            let mut s = table(r)?;
+            s.push('\n');
+            s.into_bytes()
+        }
+        OutputFormat::Csv => csv(r)?,
+        OutputFormat::Json => {
+            let mut v = serde_json::to_vec_pretty(&json_rows(r)?)?;
+            v.push(b'\n');
+            v
+        }
+        OutputFormat::Ndjson => {
+            let mut v = Vec::new();
+            for row in json_rows(r)? {
+                serde_json::to_writer(&mut v, &row)?;
+                v.push(b'\n');
+            }
+            v
+        }
+        OutputFormat::Parquet => parquet(r)?,
+    })
+}
+
+/// One Parquet file (zstd) holding the answer.
+pub fn parquet(r: &QueryResult) -> Result<Vec<u8>> {
+    use parquet::basic::{Compression, ZstdLevel};
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), r.schema.clone(), Some(props))?;
+    for b in &r.batches {
+        w.write(b)?;
+    }
+    Ok(w.into_inner()?)
 }
 
 /// A text table (empty answers still show their header).

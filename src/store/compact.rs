@@ -45,7 +45,7 @@ pub async fn recover(loc: &Location) -> Result<()> {
         }
         store.delete(&j.location).await?;
     }
-    for table in Table::ALL {
+    for table in Table::STORED {
         let dir = loc.path(&[table.name()]);
         let all: Vec<ObjectMeta> = store.list(Some(&dir)).try_collect().await?;
         for m in all {
@@ -58,12 +58,15 @@ pub async fn recover(loc: &Location) -> Result<()> {
 }
 
 fn table_of(loc: &Location, dir: &Path) -> Table {
-    let feedback = loc.path(&["feedback"]);
-    if dir.as_ref().starts_with(feedback.as_ref()) {
-        Table::Feedback
-    } else {
-        Table::Requests
-    }
+    Table::STORED
+        .into_iter()
+        .find(|t| {
+            let root = loc.path(&[t.name()]);
+            dir.as_ref()
+                .strip_prefix(root.as_ref())
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .unwrap_or(Table::Requests)
 }
 
 /// Compacts one partition directory when it holds enough small files; returns how many
@@ -141,7 +144,7 @@ pub async fn apply_retention(store: &Store, days: u32) -> Result<()> {
     let cutoff = (chrono::Utc::now() - chrono::Duration::days(i64::from(days)))
         .format("%Y-%m-%d")
         .to_string();
-    for table in Table::ALL {
+    for table in Table::STORED {
         let dir = loc.path(&[table.name()]);
         let listing = loc.store.list_with_delimiter(Some(&dir)).await?;
         for p in listing.common_prefixes {

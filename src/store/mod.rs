@@ -14,6 +14,7 @@
 pub mod dedupe;
 pub mod location;
 pub mod parquet;
+pub mod rollup;
 pub mod wal;
 
 mod compact;
@@ -93,6 +94,8 @@ impl Buffer {
         match table {
             Table::Requests => self.requests.push(batch),
             Table::Feedback => self.feedback.push(batch),
+            // Rollups are derived from flushed requests, never buffered.
+            Table::RequestsHourly | Table::LatencyHourly => self.rows -= batch.num_rows(),
         }
     }
 
@@ -100,6 +103,7 @@ impl Buffer {
         match table {
             Table::Requests => &self.requests,
             Table::Feedback => &self.feedback,
+            Table::RequestsHourly | Table::LatencyHourly => &[],
         }
     }
 }
@@ -151,6 +155,9 @@ pub struct Metrics {
     pub compactions: AtomicU64,
     pub wal_syncs: AtomicU64,
     pub buffered_rows: AtomicU64,
+    /// Ingest batches waiting for their WAL sync.
+    pub wal_queue: AtomicU64,
+    pub flush_seconds: crate::metrics::Histogram,
 }
 
 enum WalCmd {
@@ -309,6 +316,8 @@ impl Store {
                     keep.push(dd.insert_feedback(feedback_key(ids.value(i), metric.value(i), src)));
                 }
             }
+            // The WAL holds ingested tables only (its reader refuses other kinds).
+            Table::RequestsHourly | Table::LatencyHourly => keep.resize(batch.num_rows(), false),
         }
         Ok(keep)
     }
@@ -501,9 +510,16 @@ impl Store {
         }
         entries.retain(|(_, b)| b.num_rows() > 0);
         out.accepted = entries.iter().map(|(_, b)| b.num_rows()).sum();
-        if !entries.is_empty()
-            && let Err(e) = self.append(entries).await
-        {
+        let appended = if entries.is_empty() {
+            Ok(())
+        } else {
+            let m = &self.inner.metrics;
+            m.wal_queue.fetch_add(1, Ordering::Relaxed);
+            let r = self.append(entries).await;
+            m.wal_queue.fetch_sub(1, Ordering::Relaxed);
+            r
+        };
+        if let Err(e) = appended {
             let mut dd = self.inner.dedupe.lock().await;
             for (b, k) in claimed_req {
                 dd.remove_request(b, k);
@@ -600,7 +616,7 @@ impl Store {
         let mut stats = FlushStats::default();
         let mut pending: Vec<(Path, Path)> = Vec::new();
         let mut flushed_buckets: HashMap<i64, usize> = HashMap::new();
-        let mut touched: Vec<Path> = Vec::new();
+        let mut touched: std::collections::BTreeSet<Path> = Default::default();
         for (table, batches) in [
             (Table::Requests, &snap.requests),
             (Table::Feedback, &snap.feedback),
@@ -620,28 +636,50 @@ impl Store {
                 async move {
                     let rows = slice.num_rows();
                     let (date, hour) = partition_of(bucket * 3_600_000_000);
-                    let dir = match table {
-                        Table::Requests => loc.path(&[
-                            table.name(),
-                            &format!("date={date}"),
-                            &format!("hour={hour}"),
-                        ]),
-                        Table::Feedback => loc.path(&[table.name(), &format!("date={date}")]),
+                    let dir_of = |t: Table| match t {
+                        Table::Feedback => loc.path(&[t.name(), &format!("date={date}")]),
+                        _ => {
+                            loc.path(&[t.name(), &format!("date={date}"), &format!("hour={hour}")])
+                        }
                     };
-                    let body = tokio::task::spawn_blocking(move || {
-                        parquet::encode(table, &[parquet::to_file_batch(table, &slice)?])
+                    // The slice's file, and for requests the hour's rollups beside it.
+                    let bodies = tokio::task::spawn_blocking(move || {
+                        let mut out = vec![(
+                            table,
+                            parquet::encode(table, &[parquet::to_file_batch(table, &slice)?])?,
+                        )];
+                        if table == Table::Requests {
+                            let (hourly, latency) = rollup::compute(std::slice::from_ref(&slice))?;
+                            for (t, b) in [
+                                (Table::RequestsHourly, hourly),
+                                (Table::LatencyHourly, latency),
+                            ] {
+                                if b.num_rows() > 0 {
+                                    out.push((
+                                        t,
+                                        parquet::encode(t, &[parquet::to_file_batch(t, &b)?])?,
+                                    ));
+                                }
+                            }
+                        }
+                        Ok::<_, Error>(out)
                     })
                     .await
                     .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
-                    let name = format!(
-                        "part-{}-{}.parquet",
-                        chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
-                        random_hex()
-                    );
-                    let final_path = dir.clone().join(name.as_str());
-                    let tmp = dir.clone().join(format!("{name}.pending").as_str());
-                    loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
-                    Ok::<_, Error>((bucket, rows, dir, tmp, final_path))
+                    let mut files = Vec::with_capacity(bodies.len());
+                    for (t, body) in bodies {
+                        let dir = dir_of(t);
+                        let name = format!(
+                            "part-{}-{}.parquet",
+                            chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
+                            random_hex()
+                        );
+                        let final_path = dir.clone().join(name.as_str());
+                        let tmp = dir.clone().join(format!("{name}.pending").as_str());
+                        loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
+                        files.push((dir, tmp, final_path));
+                    }
+                    Ok::<_, Error>((bucket, rows, files))
                 }
             });
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -649,16 +687,16 @@ impl Store {
                 .buffer_unordered(cores)
                 .try_collect()
                 .await?;
-            for (bucket, rows, dir, tmp, final_path) in written {
-                pending.push((tmp, final_path));
+            for (bucket, rows, files) in written {
                 if table == Table::Requests {
                     *flushed_buckets.entry(bucket).or_default() += rows;
                 }
-                if !touched.contains(&dir) {
-                    touched.push(dir);
-                }
                 stats.rows += rows;
                 stats.files += 1;
+                for (dir, tmp, final_path) in files {
+                    pending.push((tmp, final_path));
+                    touched.insert(dir);
+                }
             }
         }
         // Commit: files become visible and rows leave the buffer in one step for readers.
@@ -694,6 +732,7 @@ impl Store {
                 .fetch_add(stats.rows as u64, Ordering::Relaxed);
             m.flush_micros_total.fetch_add(us, Ordering::Relaxed);
             m.last_flush_micros.store(us, Ordering::Relaxed);
+            m.flush_seconds.observe(started.elapsed());
         }
         self.inner.flushed.notify_waiters();
         for dir in touched {
@@ -741,8 +780,8 @@ impl Store {
 fn split_partitions(table: Table, sorted: &RecordBatch) -> Vec<(i64, RecordBatch)> {
     let ts = sorted.column(1).as_primitive::<TimestampMicrosecondType>();
     let width: i64 = match table {
-        Table::Requests => 1,
         Table::Feedback => 24,
+        _ => 1,
     };
     let key = |i: usize| hour_bucket(ts.value(i)).div_euclid(width) * width;
     let mut out = Vec::new();

@@ -27,11 +27,19 @@ const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// Writer settings; `sorted` declares the rows sorted by `ts` (true of flushed files).
 pub fn writer_properties(table: Table, sorted: bool, rows: Option<usize>) -> WriterProperties {
-    let ts_index = 1; // `ts` is the second column of both tables.
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_statistics_enabled(EnabledStatistics::Page);
+    if matches!(table, Table::RequestsHourly | Table::LatencyHourly) {
+        // Rollups: small files, sorted by hour then group key as written.
+        return b
+            .set_column_encoding(ColumnPath::from("ts_hour"), Encoding::DELTA_BINARY_PACKED)
+            .set_column_dictionary_enabled(ColumnPath::from("ts_hour"), false)
+            .build();
+    }
+    let ts_index = 1; // `ts` is the second column of both ingested tables.
+    b = b
         .set_sorting_columns(sorted.then(|| {
             vec![SortingColumn {
                 column_idx: ts_index,

@@ -70,6 +70,9 @@ fn encode_entry(out: &mut Vec<u8>, table: Table, batch: &RecordBatch) -> Result<
     let kind = match table {
         Table::Requests => 1u8,
         Table::Feedback => 2u8,
+        // Rollups are never logged; these kinds are refused on replay.
+        Table::RequestsHourly => 3u8,
+        Table::LatencyHourly => 4u8,
     };
     let h = &mut out[start..start + HEADER];
     h[0..4].copy_from_slice(MAGIC);

@@ -1,0 +1,305 @@
+//! Hourly rollups of `requests`, written at flush beside the rows they summarise, so
+//! dashboards and long-range reports read thousands of rows instead of millions.
+//!
+//! - `requests_hourly`: per hour × model × provider × task × key × team: attempts, errors
+//!   (status outside 2xx, or an error without a status), retries (`attempt > 1`), streamed
+//!   attempts, token sums, exact cost (`unpriced` counts rows without one), latency and TTFT
+//!   sums and counts.
+//! - `latency_hourly`: per hour × model × task × key, histograms of `latency_ms` and `ttft_ms`
+//!   of successful (2xx) attempts in logarithmic buckets: bucket `b` holds values in
+//!   `(γ^(b-1), γ^b]` with γ = 1.02, so any percentile read from the buckets (as
+//!   `2·γ^b/(γ+1)`) is within 1% of a value of the exact distribution. Zero goes to
+//!   [`ZERO_BUCKET`].
+//!
+//! Sums are additive, so several rollup files per hour (one per flush) add up; the rows they
+//! summarise were deduplicated before the flush, so no attempt is counted twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{
+    Decimal128Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
+
+use crate::error::Result;
+use crate::record::COST_SCALE;
+use crate::schema::{COST_SUM_PRECISION, Table, partition_of};
+
+/// Growth factor between histogram buckets.
+pub const GAMMA: f64 = 1.02;
+/// The bucket of zero (and of negative values, which validation rejects anyway).
+pub const ZERO_BUCKET: i32 = -10_000;
+
+const HOUR_US: i64 = 3_600_000_000;
+
+/// The histogram bucket of a latency in milliseconds.
+pub fn bucket_of(v: f64) -> i32 {
+    if v > 0.0 && v.is_finite() {
+        (v.ln() / GAMMA.ln()).ceil().max(f64::from(ZERO_BUCKET + 1)) as i32
+    } else {
+        ZERO_BUCKET
+    }
+}
+
+/// The value a bucket stands for: within (γ-1)/(γ+1) < 1% of every value in it.
+pub fn bucket_value(b: i32) -> f64 {
+    if b == ZERO_BUCKET {
+        0.0
+    } else {
+        2.0 * GAMMA.powi(b) / (GAMMA + 1.0)
+    }
+}
+
+type GroupKey<'a> = (
+    i64,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+#[derive(Default)]
+struct Acc {
+    requests: i64,
+    errors: i64,
+    retries: i64,
+    streamed: i64,
+    tokens: [i64; 5],
+    cost: i128,
+    unpriced: i64,
+    latency_sum: f64,
+    latency_count: i64,
+    ttft_sum: f64,
+    ttft_count: i64,
+}
+
+/// Column positions in the `requests` schema (file and table schema alike).
+mod col {
+    pub const TS: usize = 1;
+    pub const MODEL: usize = 2;
+    pub const PROVIDER: usize = 3;
+    pub const TASK: usize = 4;
+    pub const KEY_ID: usize = 6;
+    pub const TEAM_ID: usize = 8;
+    pub const TOKENS: usize = 10;
+    pub const COST: usize = 15;
+    pub const LATENCY: usize = 17;
+    pub const TTFT: usize = 18;
+    pub const STATUS: usize = 19;
+    pub const ERROR: usize = 20;
+    pub const STREAMED: usize = 22;
+    pub const ATTEMPT: usize = 23;
+}
+
+fn opt_str(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+/// The rollups (table schema: with `date` and `hour` partition columns) of `requests` rows.
+pub fn compute(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch)> {
+    let mut groups: HashMap<GroupKey, Acc> = HashMap::new();
+    let mut hist: HashMap<(i64, &str, &str, Option<&str>, u8, i32), i64> = HashMap::new();
+    for b in batches {
+        let ts = b.column(col::TS).as_primitive::<TimestampMicrosecondType>();
+        let model = b.column(col::MODEL).as_string::<i32>();
+        let provider = b.column(col::PROVIDER).as_string::<i32>();
+        let task = b.column(col::TASK).as_string::<i32>();
+        let key = b.column(col::KEY_ID).as_string::<i32>();
+        let team = b.column(col::TEAM_ID).as_string::<i32>();
+        let tokens: Vec<_> = (0..5)
+            .map(|k| b.column(col::TOKENS + k).as_primitive::<Int64Type>())
+            .collect();
+        let cost = b.column(col::COST).as_primitive::<Decimal128Type>();
+        let latency = b.column(col::LATENCY).as_primitive::<Float64Type>();
+        let ttft = b.column(col::TTFT).as_primitive::<Float64Type>();
+        let status = b.column(col::STATUS).as_primitive::<Int32Type>();
+        let error = b.column(col::ERROR).as_string::<i32>();
+        let streamed = b.column(col::STREAMED).as_boolean();
+        let attempt = b.column(col::ATTEMPT).as_primitive::<Int32Type>();
+        for i in 0..b.num_rows() {
+            let hour = ts.value(i).div_euclid(HOUR_US) * HOUR_US;
+            let g = groups
+                .entry((
+                    hour,
+                    model.value(i),
+                    opt_str(provider, i),
+                    task.value(i),
+                    opt_str(key, i),
+                    opt_str(team, i),
+                ))
+                .or_default();
+            g.requests += 1;
+            let ok = if status.is_null(i) {
+                error.is_null(i)
+            } else {
+                (200..300).contains(&status.value(i))
+            };
+            g.errors += i64::from(!ok);
+            g.retries += i64::from(!attempt.is_null(i) && attempt.value(i) > 1);
+            g.streamed += i64::from(!streamed.is_null(i) && streamed.value(i));
+            for (sum, col) in g.tokens.iter_mut().zip(&tokens) {
+                if !col.is_null(i) {
+                    *sum += col.value(i);
+                }
+            }
+            if cost.is_null(i) {
+                g.unpriced += 1;
+            } else {
+                g.cost += cost.value(i);
+            }
+            if !latency.is_null(i) {
+                g.latency_sum += latency.value(i);
+                g.latency_count += 1;
+            }
+            if !ttft.is_null(i) {
+                g.ttft_sum += ttft.value(i);
+                g.ttft_count += 1;
+            }
+            if ok {
+                for (metric, a) in [(0u8, latency), (1u8, ttft)] {
+                    if !a.is_null(i) {
+                        *hist
+                            .entry((
+                                hour,
+                                model.value(i),
+                                task.value(i),
+                                opt_str(key, i),
+                                metric,
+                                bucket_of(a.value(i)),
+                            ))
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok((hourly_batch(groups)?, latency_batch(hist)?))
+}
+
+fn ts_builder(n: usize) -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC")
+}
+
+/// Appends the `date` and `hour` partition columns for the hours in `ts`.
+fn with_partitions(mut cols: Vec<ArrayRef>, hours: &[i64]) -> Vec<ArrayRef> {
+    let mut date = StringBuilder::with_capacity(hours.len(), hours.len() * 10);
+    let mut hour = StringBuilder::with_capacity(hours.len(), hours.len() * 2);
+    let mut last: Option<(i64, String, String)> = None;
+    for &h in hours {
+        if last.as_ref().is_none_or(|l| l.0 != h) {
+            let (d, hh) = partition_of(h);
+            last = Some((h, d, hh));
+        }
+        if let Some((_, d, hh)) = &last {
+            date.append_value(d);
+            hour.append_value(hh);
+        }
+    }
+    cols.push(Arc::new(date.finish()));
+    cols.push(Arc::new(hour.finish()));
+    cols
+}
+
+fn hourly_batch(groups: HashMap<GroupKey, Acc>) -> Result<RecordBatch> {
+    let mut rows: Vec<(GroupKey, Acc)> = groups.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let n = rows.len();
+    let mut ts = ts_builder(n);
+    let mut strs: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+    let mut ints: Vec<Int64Builder> = (0..9).map(|_| Int64Builder::with_capacity(n)).collect();
+    let mut cost = Decimal128Builder::with_capacity(n)
+        .with_precision_and_scale(COST_SUM_PRECISION, COST_SCALE as i8)?;
+    let mut unpriced = Int64Builder::with_capacity(n);
+    let mut lat_sum = Float64Builder::with_capacity(n);
+    let mut lat_n = Int64Builder::with_capacity(n);
+    let mut ttft_sum = Float64Builder::with_capacity(n);
+    let mut ttft_n = Int64Builder::with_capacity(n);
+    let mut hours = Vec::with_capacity(n);
+    for ((hour, model, provider, task, key, team), a) in &rows {
+        ts.append_value(*hour);
+        hours.push(*hour);
+        for (b, v) in strs
+            .iter_mut()
+            .zip([Some(*model), *provider, Some(*task), *key, *team])
+        {
+            b.append_option(v);
+        }
+        let vals = [
+            a.requests,
+            a.errors,
+            a.retries,
+            a.streamed,
+            a.tokens[0],
+            a.tokens[1],
+            a.tokens[2],
+            a.tokens[3],
+            a.tokens[4],
+        ];
+        for (b, v) in ints.iter_mut().zip(vals) {
+            b.append_value(v);
+        }
+        cost.append_value(a.cost);
+        unpriced.append_value(a.unpriced);
+        lat_sum.append_value(a.latency_sum);
+        lat_n.append_value(a.latency_count);
+        ttft_sum.append_value(a.ttft_sum);
+        ttft_n.append_value(a.ttft_count);
+    }
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(ts.finish())];
+    cols.extend(strs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    cols.extend(ints.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    cols.push(Arc::new(cost.finish()));
+    cols.push(Arc::new(unpriced.finish()));
+    cols.push(Arc::new(lat_sum.finish()));
+    cols.push(Arc::new(lat_n.finish()));
+    cols.push(Arc::new(ttft_sum.finish()));
+    cols.push(Arc::new(ttft_n.finish()));
+    Ok(RecordBatch::try_new(
+        Table::RequestsHourly.table_schema(),
+        with_partitions(cols, &hours),
+    )?)
+}
+
+type HistKey<'a> = (i64, &'a str, &'a str, Option<&'a str>, u8, i32);
+
+fn latency_batch(hist: HashMap<HistKey, i64>) -> Result<RecordBatch> {
+    let mut rows: Vec<(HistKey, i64)> = hist.into_iter().collect();
+    rows.sort_unstable();
+    let n = rows.len();
+    let mut ts = ts_builder(n);
+    let mut model = StringBuilder::new();
+    let mut task = StringBuilder::new();
+    let mut key = StringBuilder::new();
+    let mut metric = StringBuilder::new();
+    let mut bucket = Int32Builder::with_capacity(n);
+    let mut count = Int64Builder::with_capacity(n);
+    let mut hours = Vec::with_capacity(n);
+    for ((hour, m, t, k, which, b), c) in &rows {
+        ts.append_value(*hour);
+        hours.push(*hour);
+        model.append_value(m);
+        task.append_value(t);
+        key.append_option(*k);
+        metric.append_value(if *which == 0 { "latency_ms" } else { "ttft_ms" });
+        bucket.append_value(*b);
+        count.append_value(*c);
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(ts.finish()),
+        Arc::new(model.finish()),
+        Arc::new(task.finish()),
+        Arc::new(key.finish()),
+        Arc::new(metric.finish()),
+        Arc::new(bucket.finish()),
+        Arc::new(count.finish()),
+    ];
+    Ok(RecordBatch::try_new(
+        Table::LatencyHourly.table_schema(),
+        with_partitions(cols, &hours),
+    )?)
+}
