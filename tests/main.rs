@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod dashboard;
 mod durability;
 mod formats_litellm;
 mod formats_openai;
@@ -13,4 +14,5 @@ mod ingest_cli;
 mod ingest_http;
 mod prices;
 mod readers;
+mod reports;
 mod schema;

@@ -1,0 +1,70 @@
+//! The dashboards in a real headless Chromium (Debian's, installed by .ci/run) driven by
+//! Playwright: the page loads, every panel renders data, no console errors, and the filters
+//! work. `SWITCHYARD_SCREENSHOT=PATH` keeps the screenshot (the README's comes from here).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{Server, run};
+
+#[test]
+fn dashboards_render_every_panel_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("gen.ndjson");
+    let data = dir.path().join("data");
+    let out = run(
+        &[
+            "generate",
+            "--requests",
+            "30000",
+            "--days",
+            "30",
+            "--seed",
+            "3",
+            "--out",
+            input.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let out = run(
+        &[
+            "ingest",
+            "--data-dir",
+            data.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let server = Server::start(&data, &[], &[]);
+    let shot = std::env::var("SWITCHYARD_SCREENSHOT")
+        .unwrap_or_else(|_| dir.path().join("dashboard.png").display().to_string());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(server.url("/"))
+        .arg(&shot)
+        .output()
+        .expect("node is needed for the browser test");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "summary is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(summary["ok"], true, "{summary}");
+    let first = summary["phases"][0]["panels"].as_array().unwrap();
+    assert!(first.len() >= 6, "{summary}");
+    for p in first {
+        assert_eq!(p["state"], "ok", "{p}");
+        assert!(p["rows"].as_u64().unwrap() > 0, "{p}");
+    }
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+}
