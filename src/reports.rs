@@ -11,6 +11,9 @@
 //! Values are formatted by switchyard from parsed times and quoted, never pasted from input,
 //! so a report stays the same SQL text for DataFusion and for outside engines (DuckDB runs the
 //! same files in the benchmark).
+//!
+//! `SWITCHYARD_QUERIES_DIR` names a directory of more `NAME.sql` files, read at each run:
+//! a team's own reports, or changed copies of the shipped ones (same name wins).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
@@ -29,17 +32,17 @@ pub use embedded::DASHBOARDS;
 /// One report of the set.
 #[derive(Debug, Clone)]
 pub struct Report {
-    pub name: &'static str,
-    pub sql: &'static str,
+    pub name: String,
+    pub sql: String,
     /// The header's one-line purpose.
     pub purpose: String,
     pub params: String,
     pub columns: String,
 }
 
-fn parse(name: &'static str, body: &'static [u8]) -> Result<Report> {
+fn parse(name: &str, body: &[u8]) -> Result<Report> {
     let sql = std::str::from_utf8(body)
-        .map_err(|_| Error::Internal(format!("report {name} is not UTF-8")))?;
+        .map_err(|_| Error::Invalid(format!("report {name} is not UTF-8")))?;
     let field = |key: &str| {
         sql.lines()
             .take_while(|l| l.starts_with("--"))
@@ -52,28 +55,47 @@ fn parse(name: &'static str, body: &'static [u8]) -> Result<Report> {
             .unwrap_or_default()
     };
     Ok(Report {
-        name,
-        sql,
+        name: name.to_string(),
+        sql: sql.to_string(),
         purpose: field("purpose:"),
         params: field("params:"),
         columns: field("columns:"),
     })
 }
 
-/// Every report, by name.
+/// Every report, by name: the shipped set, then `SWITCHYARD_QUERIES_DIR`'s files over it.
 pub fn all() -> Result<Vec<Report>> {
-    embedded::REPORTS
-        .iter()
-        .map(|(name, body)| parse(name, body))
-        .collect()
+    let mut out: std::collections::BTreeMap<String, Report> = std::collections::BTreeMap::new();
+    for (name, body) in embedded::REPORTS {
+        out.insert(name.to_string(), parse(name, body)?);
+    }
+    if let Some(dir) = std::env::var_os("SWITCHYARD_QUERIES_DIR") {
+        let dir = std::path::PathBuf::from(dir);
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for e in entries {
+            let path = e.map_err(|e| Error::io(&dir, e))?.path();
+            let Some(name) = path
+                .extension()
+                .filter(|x| *x == "sql")
+                .and(path.file_stem())
+                .map(|n| n.to_string_lossy().into_owned())
+            else {
+                continue;
+            };
+            let body = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            out.insert(name.clone(), parse(&name, &body)?);
+        }
+    }
+    Ok(out.into_values().collect())
 }
 
 /// The report called `name`.
 pub fn get(name: &str) -> Result<Report> {
-    match embedded::REPORTS.iter().find(|(n, _)| *n == name) {
-        Some((n, body)) => parse(n, body),
+    let mut all = all()?;
+    match all.iter().position(|r| r.name == name) {
+        Some(i) => Ok(all.swap_remove(i)),
         None => {
-            let names: Vec<&str> = embedded::REPORTS.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
             Err(Error::NotFound(format!(
                 "no report named {name:?}; reports: {}",
                 names.join(", ")
@@ -220,7 +242,7 @@ fn parse_bound(what: &str, v: Option<&str>, now: DateTime<Utc>) -> Result<Option
 /// Runs report `name` over `window`.
 pub async fn run(engine: &QueryEngine, name: &str, window: &Window) -> Result<QueryResult> {
     let report = get(name)?;
-    let sql = window.bind(report.sql)?;
+    let sql = window.bind(&report.sql)?;
     engine.sql(&sql).await.map_err(|e| match e {
         Error::QueryRejected(m) => Error::QueryRejected(format!("report {name}: {m}")),
         other => other,
