@@ -5,38 +5,16 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Server, run};
+use crate::common::{Server, generated_store};
 
 #[test]
 fn dashboards_render_every_panel_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("gen.ndjson");
-    let data = dir.path().join("data");
-    let out = run(
-        &[
-            "generate",
-            "--requests",
-            "30000",
-            "--days",
-            "30",
-            "--seed",
-            "3",
-            "--out",
-            input.to_str().unwrap(),
-        ],
-        &[],
+    let data = generated_store(
+        dir.path(),
+        "data",
+        &["--requests", "30000", "--days", "30", "--seed", "3"],
     );
-    assert!(out.status.success());
-    let out = run(
-        &[
-            "ingest",
-            "--data-dir",
-            data.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success());
     let server = Server::start(&data, &[], &[]);
     let shot = std::env::var("SWITCHYARD_SCREENSHOT")
         .unwrap_or_else(|_| dir.path().join("dashboard.png").display().to_string());

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use switchyard::schema::Table;
 
-use crate::common::{query_csv, run};
+use crate::common::{generated_store, query_csv, run};
 
 /// The Python with duckdb, pyarrow and polars (`.ci/run` sets it up).
 fn python() -> String {
@@ -113,4 +113,52 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn readme_examples_run_against_a_real_store() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("<!-- tested: readers -->")
+        .skip(1)
+        .map(|rest| {
+            let body = rest.split_once("```python\n").unwrap().1;
+            body.split_once("```").unwrap().0
+        })
+        .collect();
+    assert_eq!(blocks.len(), 3, "README reader examples");
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated_store(
+        dir.path(),
+        "switchyard-data",
+        &["--requests", "5000", "--days", "3"],
+    );
+    let models: Vec<String> = query_csv(&data, "SELECT DISTINCT model FROM requests")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert!(models.len() >= 5);
+    for (i, code) in blocks.iter().enumerate() {
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(code)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "README example {} failed:\n{code}\n{}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for m in &models {
+            assert!(
+                stdout.contains(m.as_str()),
+                "example {} does not show {m}:\n{stdout}",
+                i + 1
+            );
+        }
+    }
 }

@@ -169,14 +169,20 @@ impl QueryEngine {
         };
         let schema = plan.schema();
         let task = ctx.task_ctx();
-        let run = datafusion::physical_plan::collect(plan, task);
-        match tokio::time::timeout(self.cfg.timeout, run).await {
-            Ok(Ok(batches)) => Ok(QueryResult { schema, batches }),
-            Ok(Err(e)) => Err(classify(e)),
-            Err(_) => Err(Error::QueryLimit(format!(
-                "query exceeded its time limit of {} ms",
-                self.cfg.timeout.as_millis()
-            ))),
+        // On its own task: the answer comes back at the deadline even while an operator is
+        // busy inside one poll, and the aborted query stops at its next yield.
+        let mut run = tokio::spawn(datafusion::physical_plan::collect(plan, task));
+        match tokio::time::timeout(self.cfg.timeout, &mut run).await {
+            Ok(Ok(Ok(batches))) => Ok(QueryResult { schema, batches }),
+            Ok(Ok(Err(e))) => Err(classify(e)),
+            Ok(Err(e)) => Err(Error::Internal(format!("query task: {e}"))),
+            Err(_) => {
+                run.abort();
+                Err(Error::QueryLimit(format!(
+                    "query exceeded its time limit of {} ms",
+                    self.cfg.timeout.as_millis()
+                )))
+            }
         }
     }
 }

@@ -103,7 +103,7 @@ fn opt_str(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
 /// The rollups (table schema: with `date` and `hour` partition columns) of `requests` rows.
 pub fn compute(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch)> {
     let mut groups: HashMap<GroupKey, Acc> = HashMap::new();
-    let mut hist: HashMap<(i64, &str, &str, Option<&str>, u8, i32), i64> = HashMap::new();
+    let mut hist: HashMap<HistKey, i64> = HashMap::new();
     for b in batches {
         let ts = b.column(col::TS).as_primitive::<TimestampMicrosecondType>();
         let model = b.column(col::MODEL).as_string::<i32>();

@@ -198,3 +198,34 @@ pub fn us(rfc3339: &str) -> i64 {
         .unwrap()
         .timestamp_micros()
 }
+
+/// Generates a workload (`generate GEN_ARGS`) under `root` and ingests it into
+/// `root/DATA_NAME`; returns the data dir.
+pub fn generated_store(root: &Path, data_name: &str, gen_args: &[&str]) -> PathBuf {
+    let input = root.join("gen.ndjson");
+    let data = root.join(data_name);
+    let mut args = vec!["generate"];
+    args.extend_from_slice(gen_args);
+    args.extend_from_slice(&["--out", input.to_str().unwrap()]);
+    let out = run(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &[
+            "ingest",
+            "--data-dir",
+            data.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data
+}

@@ -1,0 +1,43 @@
+-- purpose: Latency p50/p95/p99 and time-to-first-token p50/p95 by model, successful requests only.
+-- params: $since, $until, $since_date, $until_date, $task, $model
+-- columns: model (model as served), requests (successful attempts with a latency), latency_p50_ms (median total latency), latency_p95_ms (95th percentile), latency_p99_ms (99th percentile), ttft_samples (successful attempts with a TTFT, i.e. streamed), ttft_p50_ms (median time to first token, NULL without samples), ttft_p95_ms (95th percentile TTFT)
+-- notes: read from the hourly latency histograms (latency_hourly), so the window applies at hour resolution. Bucket b holds
+--        values in (1.02^(b-1), 1.02^b]; a percentile is the nearest-rank bucket's midpoint 2 * 1.02^b / 2.02, within 1% of
+--        the exact nearest-rank value. Successful = HTTP 2xx.
+WITH h AS (
+    SELECT model, metric, bucket, SUM(count) AS n
+    FROM latency_hourly
+    WHERE ts_hour >= $since AND ts_hour < $until
+      AND date >= $since_date AND date <= $until_date
+      AND ($task IS NULL OR task = $task)
+      AND ($model IS NULL OR model = $model)
+    GROUP BY model, metric, bucket
+),
+c AS (
+    SELECT model, metric, bucket,
+           SUM(n) OVER (PARTITION BY model, metric ORDER BY bucket
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
+           SUM(n) OVER (PARTITION BY model, metric) AS total
+    FROM h
+),
+p AS (
+    SELECT model, metric, MAX(total) AS total,
+           MIN(CASE WHEN cum >= 0.50 * total THEN bucket END) AS b50,
+           MIN(CASE WHEN cum >= 0.95 * total THEN bucket END) AS b95,
+           MIN(CASE WHEN cum >= 0.99 * total THEN bucket END) AS b99
+    FROM c
+    GROUP BY model, metric
+),
+l AS (SELECT * FROM p WHERE metric = 'latency_ms'),
+t AS (SELECT * FROM p WHERE metric = 'ttft_ms')
+SELECT
+    l.model,
+    l.total AS requests,
+    ROUND(2 * POWER(1.02, l.b50) / 2.02, 1) AS latency_p50_ms,
+    ROUND(2 * POWER(1.02, l.b95) / 2.02, 1) AS latency_p95_ms,
+    ROUND(2 * POWER(1.02, l.b99) / 2.02, 1) AS latency_p99_ms,
+    COALESCE(t.total, 0) AS ttft_samples,
+    ROUND(2 * POWER(1.02, t.b50) / 2.02, 1) AS ttft_p50_ms,
+    ROUND(2 * POWER(1.02, t.b95) / 2.02, 1) AS ttft_p95_ms
+FROM l LEFT JOIN t ON t.model = l.model
+ORDER BY l.model
