@@ -58,6 +58,10 @@ pub enum Command {
     Query(QueryArgs),
     /// Run a named report (`queries/NAME.sql`) over a time window.
     Report(ReportArgs),
+    /// Recommend a routing policy: per task, the cheapest model (or mix) at the quality target.
+    Recommend(RecommendArgs),
+    /// Replay logged traffic under a policy offline.
+    Evaluate(EvaluateArgs),
     /// Write a realistic synthetic workload as NDJSON.
     Generate(GenerateArgs),
     /// Manage the price catalog.
@@ -150,6 +154,59 @@ pub struct ReportArgs {
     /// Write the answer here instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// Quality to hold, as a fraction of the best model's (per task, or overall).
+    #[arg(long, default_value_t = 0.95)]
+    pub quality_target: f64,
+    #[arg(long, value_enum, default_value_t = crate::recommend::Scope::Overall)]
+    pub scope: crate::recommend::Scope,
+    /// Quality samples a model needs on a task before it can be chosen.
+    #[arg(long, default_value_t = 30)]
+    pub min_samples: u64,
+    /// Exclude models whose p95 latency on the task is above this.
+    #[arg(long)]
+    pub max_p95_latency_ms: Option<f64>,
+    /// Traffic share for exploring under-sampled, promising models.
+    #[arg(long, default_value_t = 0.05)]
+    pub explore: f64,
+    /// One-sided z of the confidence guard against over-promising.
+    #[arg(long, default_value_t = 1.645)]
+    pub z: f64,
+    /// Window of logs to learn from (7d, a date, an RFC 3339 time).
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Write the policy here (it is also kept as DATA_DIR/policies/VERSION.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+    pub format: ExplainFormat,
+    /// Show what changed against an earlier policy file.
+    #[arg(long)]
+    pub diff: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// The policy file to replay.
+    #[arg(long)]
+    pub policy: PathBuf,
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+    pub format: ExplainFormat,
 }
 
 #[derive(Debug, Args)]

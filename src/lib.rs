@@ -22,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod prices;
 pub mod query;
+pub mod recommend;
 pub mod record;
 pub mod reports;
 pub mod schema;

@@ -1,6 +1,7 @@
 //! The commands behind the CLI: each takes parsed arguments and returns an [`Outcome`].
 
 mod ingest;
+mod recommend;
 mod serve;
 
 use object_store::ObjectStoreExt as _;
@@ -48,6 +49,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Ingest(args) => ingest::ingest_command(&g, &config, args).await,
         Command::Query(args) => query_command(&g, &config, args).await,
         Command::Report(args) => report_command(&g, &config, args).await,
+        Command::Recommend(args) => recommend::recommend_command(&g, &config, args).await,
+        Command::Evaluate(args) => recommend::evaluate_command(&g, &config, args).await,
         Command::Generate(args) => generate_command(args),
         Command::Prices(cmd) => prices_command(&g, cmd).await,
         Command::Config(ConfigCommand::Check) => {
@@ -142,7 +145,7 @@ async fn query_command(g: &Global, config: &Config, args: QueryArgs) -> Result<O
 
 /// A query engine over the data dir that never replays or takes the WAL lock: a running
 /// server keeps it.
-async fn read_only_engine(g: &Global, config: &Config) -> Result<QueryEngine> {
+pub(crate) async fn read_only_engine(g: &Global, config: &Config) -> Result<QueryEngine> {
     let loc = Location::open(&g.data_dir)?;
     let prices = load_catalog(&loc).await?;
     let ro = StoreConfig {

@@ -1,0 +1,235 @@
+//! `switchyard recommend` and `switchyard evaluate`: the recommender over the store's
+//! evidence (the `recommend_inputs` report), policies kept under `policies/`, and diffs.
+
+use std::io::Write;
+
+use object_store::ObjectStoreExt as _;
+use object_store::PutPayload;
+
+use super::{Outcome, read_only_engine};
+use crate::cli::{EvaluateArgs, ExplainFormat, Global, RecommendArgs};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::query::{QueryEngine, output};
+use crate::recommend::{self, Candidate, Objective, Policy};
+use crate::reports::{self, Window};
+
+/// The evidence per task × model in `[since, until)`.
+pub async fn candidates(
+    engine: &QueryEngine,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<Vec<Candidate>> {
+    let window = Window::parse(since, until, None, None, chrono::Utc::now())?;
+    let result = reports::run(engine, "recommend_inputs", &window).await?;
+    let rows = output::json_rows(&result)?;
+    rows.into_iter()
+        .map(|mut r| {
+            let f = |v: Option<serde_json::Value>| v.and_then(|v| v.as_f64());
+            let s = |v: Option<serde_json::Value>| {
+                v.and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            };
+            Ok(Candidate {
+                task: s(r.remove("task")),
+                model: s(r.remove("model")),
+                requests: f(r.remove("requests")).unwrap_or(0.0) as u64,
+                success_rate: f(r.remove("success_rate")).unwrap_or(1.0),
+                cost_per_request: f(r.remove("cost_per_request")),
+                samples: f(r.remove("samples")).unwrap_or(0.0) as u64,
+                quality: f(r.remove("quality")),
+                quality_var: f(r.remove("quality_var")),
+                binary: r
+                    .remove("binary")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+                p95_latency_ms: f(r.remove("p95_latency_ms")),
+            })
+        })
+        .collect()
+}
+
+/// Validates a recommend objective from its flags.
+pub fn objective(a: &RecommendArgs) -> Result<Objective> {
+    if !(0.0..=1.0).contains(&a.quality_target) {
+        return Err(Error::Invalid(format!(
+            "--quality-target {} must be in [0, 1]",
+            a.quality_target
+        )));
+    }
+    if !(0.0..0.5).contains(&a.explore) {
+        return Err(Error::Invalid(format!(
+            "--explore {} must be in [0, 0.5)",
+            a.explore
+        )));
+    }
+    Ok(Objective {
+        quality_target: a.quality_target,
+        scope: a.scope,
+        max_p95_latency_ms: a.max_p95_latency_ms,
+        explore: a.explore,
+        min_samples: a.min_samples,
+        z: a.z.max(0.0),
+    })
+}
+
+fn read_policy(path: &std::path::Path) -> Result<Policy> {
+    let body = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let p: Policy = serde_json::from_slice(&body)
+        .map_err(|e| Error::Invalid(format!("{}: not a policy file: {e}", path.display())))?;
+    p.validate()?;
+    Ok(p)
+}
+
+/// Lines describing what changed from `old` to `new`, per task.
+pub fn diff(old: &Policy, new: &Policy) -> String {
+    let fmt = |t: &[recommend::Target]| {
+        t.iter()
+            .map(|t| format!("{} {:.0}%", t.model, t.weight * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!("{} -> {}\n", old.version, new.version);
+    let mut tasks: Vec<&str> = old
+        .routes
+        .iter()
+        .chain(&new.routes)
+        .map(|r| r.task.as_str())
+        .collect();
+    tasks.sort_unstable();
+    tasks.dedup();
+    let mut changed = 0;
+    for t in tasks {
+        let a = old.routes.iter().find(|r| r.task == t);
+        let b = new.routes.iter().find(|r| r.task == t);
+        let line = match (a, b) {
+            (Some(a), Some(b)) if a.targets == b.targets => continue,
+            (Some(a), Some(b)) => format!(
+                "~ {t}: {} -> {} ({})",
+                fmt(&a.targets),
+                fmt(&b.targets),
+                b.evidence.reason
+            ),
+            (None, Some(b)) => format!("+ {t}: {}", fmt(&b.targets)),
+            (Some(a), None) => format!("- {t}: {} (now the default route)", fmt(&a.targets)),
+            (None, None) => continue,
+        };
+        changed += 1;
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if old.default.targets != new.default.targets {
+        changed += 1;
+        out.push_str(&format!(
+            "~ default: {} -> {}\n",
+            fmt(&old.default.targets),
+            fmt(&new.default.targets)
+        ));
+    }
+    if changed == 0 {
+        out.push_str("no route changed\n");
+    }
+    out
+}
+
+pub async fn recommend_command(g: &Global, config: &Config, a: RecommendArgs) -> Result<Outcome> {
+    let obj = objective(&a)?;
+    let old = a.diff.as_deref().map(read_policy).transpose()?;
+    let engine = read_only_engine(g, config).await?;
+    let cands = candidates(&engine, Some(&a.since), a.until.as_deref()).await?;
+    if cands.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no requests since {} in {}: nothing to recommend from",
+            a.since, g.data_dir
+        )));
+    }
+    let policy = recommend::recommend(&cands, &obj, chrono::Utc::now());
+    policy.validate()?;
+    let json = serde_json::to_vec_pretty(&policy)?;
+    // Every policy is kept, by version, beside the data.
+    let loc = engine.store().location();
+    let path = loc.path(&["policies", &format!("{}.json", policy.version)]);
+    loc.store.put(&path, PutPayload::from(json.clone())).await?;
+    if let Some(out) = &a.out {
+        std::fs::write(out, &json).map_err(|e| Error::io(out, e))?;
+    }
+    let mut stdout = std::io::stdout();
+    match a.format {
+        ExplainFormat::Json => {
+            stdout.write_all(&json)?;
+            stdout.write_all(b"\n")?;
+        }
+        ExplainFormat::Text => stdout.write_all(recommend::explain(&policy).as_bytes())?,
+    }
+    if let Some(old) = old {
+        stdout.write_all(diff(&old, &policy).as_bytes())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+pub async fn evaluate_command(g: &Global, config: &Config, a: EvaluateArgs) -> Result<Outcome> {
+    let policy = read_policy(&a.policy)?;
+    let engine = read_only_engine(g, config).await?;
+    let cands = candidates(&engine, Some(&a.since), a.until.as_deref()).await?;
+    let e = recommend::evaluate(&cands, &policy);
+    let mut stdout = std::io::stdout();
+    match a.format {
+        ExplainFormat::Json => {
+            serde_json::to_writer_pretty(&mut stdout, &e)?;
+            stdout.write_all(b"\n")?;
+        }
+        ExplainFormat::Text => {
+            let pct = |x: f64, base: f64| {
+                if base > 0.0 {
+                    100.0 * x / base
+                } else {
+                    f64::NAN
+                }
+            };
+            let text = format!(
+                "replayed {} requests over {} tasks under policy {}\n\
+                 {:<10} {:>9} {:>14} {:>12}\n\
+                 {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
+                 {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
+                 {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
+                 target quality {:.4} ({} x all-best {:.4}): {}\n{}",
+                e.requests,
+                e.tasks,
+                policy.version,
+                "",
+                "quality",
+                "usd/request",
+                "vs current",
+                "policy",
+                e.policy_quality,
+                e.policy_cost_per_request,
+                pct(e.policy_cost_per_request, e.current_cost_per_request),
+                "current",
+                e.current_quality,
+                e.current_cost_per_request,
+                100.0,
+                "oracle",
+                e.oracle_quality,
+                e.oracle_cost_per_request,
+                pct(e.oracle_cost_per_request, e.current_cost_per_request),
+                e.target_quality,
+                policy.objective.quality_target,
+                e.best_quality,
+                if e.holds_target { "held" } else { "NOT held" },
+                if e.unevaluated.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "{} task or task x model shares without {} logged quality samples \
+                         (explore shares, mostly) are counted at the task's current quality; \
+                         --format json lists them\n",
+                        e.unevaluated.len(),
+                        policy.objective.min_samples
+                    )
+                }
+            );
+            stdout.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
