@@ -175,6 +175,9 @@ pub struct RecommendArgs {
     /// One-sided z of the confidence guard against over-promising.
     #[arg(long, default_value_t = 1.645)]
     pub z: f64,
+    /// Use each task's raw quality means, without empirical-Bayes shrinkage across tasks.
+    #[arg(long)]
+    pub no_shrink: bool,
     /// Window of logs to learn from (7d, a date, an RFC 3339 time).
     #[arg(long, default_value = "30d")]
     pub since: String,

@@ -12,9 +12,12 @@
 //!    confidence bound clears `target × best`. `overall` scope: traffic moves from each task's
 //!    best model toward cheaper ones along the task's cost/quality frontier, best saving per
 //!    unit of quality lost first (a fractional knapsack), until the traffic-weighted quality
-//!    loss, plus `z` standard errors of that loss, uses up `(1 - target)` of the all-best
-//!    quality. The guard is on the sum, whose noise shrinks as tasks add up, so it costs far
-//!    less than guarding every task.
+//!    loss, plus `z` standard errors of that loss on fresh traffic (estimation noise and the
+//!    fresh window's own sampling noise), uses up `(1 - target)` of the all-best quality. The
+//!    guard is on the sum, whose noise shrinks as tasks add up, so it costs far less than
+//!    guarding every task. Gaps between the same two models are shrunk toward their typical
+//!    size across tasks (never made smaller), since the moves picked first are the ones whose
+//!    gap looks small, partly by luck.
 //! 3. **Exploration and fallbacks**: an `explore` share goes to under-sampled candidates in
 //!    proportion to their posterior chance of clearing the bar (a Thompson-sampling draw's
 //!    probability, normal approximation); fallbacks are the other candidates by quality.
@@ -67,6 +70,13 @@ pub struct Objective {
     /// One-sided z of the confidence guard.
     #[serde(default = "default_z")]
     pub z: f64,
+    /// Empirical-Bayes shrinkage of quality estimates across tasks.
+    #[serde(default = "default_true")]
+    pub shrink: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_min_samples() -> u64 {
@@ -86,6 +96,7 @@ impl Default for Objective {
             explore: 0.05,
             min_samples: default_min_samples(),
             z: default_z(),
+            shrink: true,
         }
     }
 }
@@ -170,7 +181,7 @@ struct Est<'a> {
 }
 
 /// Empirical-Bayes shrinkage of quality means toward each model's mean over tasks.
-fn shrink(cands: &[Candidate]) -> Vec<Option<(f64, f64)>> {
+fn shrink(cands: &[Candidate], enabled: bool) -> Vec<Option<(f64, f64)>> {
     let se2 = |c: &Candidate| -> Option<(f64, f64)> {
         let (q, n) = (c.quality?, c.samples as f64);
         if n < 1.0 {
@@ -216,7 +227,7 @@ fn shrink(cands: &[Candidate]) -> Vec<Option<(f64, f64)>> {
         .map(|c| {
             let (q, s2) = se2(c)?;
             let (mu, tau2) = prior.get(c.model.as_str()).copied()?;
-            if tau2.is_infinite() {
+            if tau2.is_infinite() || !enabled {
                 return Some((q, s2));
             }
             let b = s2 / (s2 + tau2);
@@ -259,7 +270,7 @@ pub fn recommend(
     obj: &Objective,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Policy {
-    let est = shrink(cands);
+    let est = shrink(cands, obj.shrink);
     let mut tasks: BTreeMap<&str, Vec<Est>> = BTreeMap::new();
     for (c, e) in cands.iter().zip(&est) {
         let (mean, var) = e.unwrap_or((f64::NAN, f64::INFINITY));
@@ -562,6 +573,42 @@ struct Move {
     loss: f64,
     /// Variance of the loss estimate per request moved.
     var: f64,
+    /// The task's traffic share, and the models moved between (for shrinking the losses).
+    w: f64,
+    pair: (String, String),
+}
+
+/// Empirical-Bayes shrinkage of the quality gaps between the same two models across tasks.
+/// The gaps a cost-driven choice picks are the ones that look small, and those are the ones
+/// most likely to be small by luck; each is pulled toward the pair's typical gap by its
+/// noise (method of moments, 3+ tasks per pair). The guard keeps the unshrunk variance.
+fn shrink_gaps(chains: &mut [Vec<Move>]) {
+    let mut by_pair: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
+    for m in chains.iter().flatten() {
+        by_pair
+            .entry(m.pair.clone())
+            .or_default()
+            .push((m.loss / m.w, m.var / (m.w * m.w)));
+    }
+    let prior: BTreeMap<(String, String), (f64, f64)> = by_pair
+        .into_iter()
+        .filter(|(_, v)| v.len() >= 3)
+        .map(|(k, v)| {
+            let n = v.len() as f64;
+            let mean = v.iter().map(|x| x.0).sum::<f64>() / n;
+            let spread = v.iter().map(|x| (x.0 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            let noise = v.iter().map(|x| x.1).sum::<f64>() / n;
+            (k, (mean, (spread - noise).max(1e-6)))
+        })
+        .collect();
+    for m in chains.iter_mut().flatten() {
+        if let Some((mean, tau2)) = prior.get(&m.pair) {
+            let (gap, v) = (m.loss / m.w, m.var / (m.w * m.w));
+            let b = v / (v + tau2);
+            // Only ever toward a larger loss: shrinkage must not make a move look safer.
+            m.loss = m.w * (gap + b * (mean - gap)).max(gap);
+        }
+    }
 }
 
 /// The `overall` objective: a fractional knapsack over the tasks' cost/quality frontiers,
@@ -572,11 +619,32 @@ fn overall(views: &[TaskView], obj: &Objective, plans: &mut [(Vec<(String, f64)>
         return;
     }
     let mut budget = 0.0; // allowed loss, in quality × traffic share
+    // Loss already committed: tasks that keep their current model give up what their best
+    // model would give (their estimates are weak, but shrinkage makes them usable here).
+    let (mut loss, mut var) = (0.0f64, 0.0f64);
     // Per task: the frontier, as a chain of moves from the best model to cheaper ones.
     let mut chains: Vec<Vec<Move>> = Vec::new();
     for (i, v) in views.iter().enumerate() {
         if v.keep_reason.is_some() {
-            // Kept tasks count at their current model on both sides of the bound.
+            let w = v.requests as f64 / total_requests;
+            let known = |e: &&Est| e.mean.is_finite() && e.var.is_finite();
+            let top = v
+                .all
+                .iter()
+                .filter(known)
+                .max_by(|a, b| a.mean.total_cmp(&b.mean));
+            let cur = v
+                .all
+                .iter()
+                .filter(known)
+                .find(|e| e.c.model == v.current.model);
+            if let (Some(top), Some(cur)) = (top, cur) {
+                budget += w * (1.0 - obj.quality_target) * top.mean;
+                loss += w * (top.mean - cur.mean);
+                if top.c.model != cur.c.model {
+                    var += w * w * (top.var + cur.var);
+                }
+            }
             chains.push(Vec::new());
             continue;
         }
@@ -615,7 +683,9 @@ fn overall(views: &[TaskView], obj: &Objective, plans: &mut [(Vec<(String, f64)>
                 to: j,
                 saving: w * (cost(here) - cost(to)),
                 loss: w * (here.mean - to.mean),
-                var: w * w * (b.var + to.var),
+                var: w * w * (here.var + to.var),
+                w,
+                pair: (here.c.model.clone(), to.c.model.clone()),
             });
             at = j;
         }
@@ -623,6 +693,9 @@ fn overall(views: &[TaskView], obj: &Objective, plans: &mut [(Vec<(String, f64)>
     }
     // All moves in order of saving per loss (frontiers are convex, so order within a task
     // holds); each applied whole while the guarded loss stays within budget, the last in part.
+    if obj.shrink {
+        shrink_gaps(&mut chains);
+    }
     let mut moves: Vec<&Move> = chains.iter().flatten().collect();
     moves.sort_by(|a, b| {
         let r = |m: &Move| {
@@ -636,12 +709,13 @@ fn overall(views: &[TaskView], obj: &Objective, plans: &mut [(Vec<(String, f64)>
     });
     // fraction moved so far per task, along its chain
     let mut taken: Vec<Vec<(usize, f64)>> = vec![Vec::new(); views.len()];
-    let (mut loss, mut var) = (0.0f64, 0.0f64);
     for m in moves {
         if m.saving <= 0.0 {
             continue;
         }
-        let guarded = |f: f64| loss + f * m.loss + obj.z * (var + f * f * m.var).sqrt();
+        // The promise is about fresh traffic: its own sampling noise, for a window as large as
+        // the one learned from, doubles the variance the guard covers.
+        let guarded = |f: f64| loss + f * m.loss + obj.z * (2.0 * (var + f * f * m.var)).sqrt();
         let f = if guarded(1.0) <= budget {
             1.0
         } else {
@@ -873,6 +947,41 @@ fn evaluate_plain(by_task: &BTreeMap<&str, Vec<&Candidate>>, total: u64, p: &Pol
         }
     }
     (q, k)
+}
+
+/// The evidence per task × model in `[since, until)`.
+pub async fn candidates(
+    engine: &crate::query::QueryEngine,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> crate::Result<Vec<Candidate>> {
+    let window = crate::reports::Window::parse(since, until, None, None, chrono::Utc::now())?;
+    let result = crate::reports::run(engine, "recommend_inputs", &window).await?;
+    let rows = crate::query::output::json_rows(&result)?;
+    rows.into_iter()
+        .map(|mut r| {
+            let f = |v: Option<serde_json::Value>| v.and_then(|v| v.as_f64());
+            let s = |v: Option<serde_json::Value>| {
+                v.and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            };
+            Ok(Candidate {
+                task: s(r.remove("task")),
+                model: s(r.remove("model")),
+                requests: f(r.remove("requests")).unwrap_or(0.0) as u64,
+                success_rate: f(r.remove("success_rate")).unwrap_or(1.0),
+                cost_per_request: f(r.remove("cost_per_request")),
+                samples: f(r.remove("samples")).unwrap_or(0.0) as u64,
+                quality: f(r.remove("quality")),
+                quality_var: f(r.remove("quality_var")),
+                binary: r
+                    .remove("binary")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+                p95_latency_ms: f(r.remove("p95_latency_ms")),
+            })
+        })
+        .collect()
 }
 
 /// A person's table of a policy: one line per task.

@@ -14,5 +14,6 @@ mod ingest_cli;
 mod ingest_http;
 mod prices;
 mod readers;
+mod recommend;
 mod reports;
 mod schema;

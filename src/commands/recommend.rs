@@ -10,44 +10,7 @@ use super::{Outcome, read_only_engine};
 use crate::cli::{EvaluateArgs, ExplainFormat, Global, RecommendArgs};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::query::{QueryEngine, output};
-use crate::recommend::{self, Candidate, Objective, Policy};
-use crate::reports::{self, Window};
-
-/// The evidence per task × model in `[since, until)`.
-pub async fn candidates(
-    engine: &QueryEngine,
-    since: Option<&str>,
-    until: Option<&str>,
-) -> Result<Vec<Candidate>> {
-    let window = Window::parse(since, until, None, None, chrono::Utc::now())?;
-    let result = reports::run(engine, "recommend_inputs", &window).await?;
-    let rows = output::json_rows(&result)?;
-    rows.into_iter()
-        .map(|mut r| {
-            let f = |v: Option<serde_json::Value>| v.and_then(|v| v.as_f64());
-            let s = |v: Option<serde_json::Value>| {
-                v.and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            };
-            Ok(Candidate {
-                task: s(r.remove("task")),
-                model: s(r.remove("model")),
-                requests: f(r.remove("requests")).unwrap_or(0.0) as u64,
-                success_rate: f(r.remove("success_rate")).unwrap_or(1.0),
-                cost_per_request: f(r.remove("cost_per_request")),
-                samples: f(r.remove("samples")).unwrap_or(0.0) as u64,
-                quality: f(r.remove("quality")),
-                quality_var: f(r.remove("quality_var")),
-                binary: r
-                    .remove("binary")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false),
-                p95_latency_ms: f(r.remove("p95_latency_ms")),
-            })
-        })
-        .collect()
-}
+use crate::recommend::{self, Objective, Policy};
 
 /// Validates a recommend objective from its flags.
 pub fn objective(a: &RecommendArgs) -> Result<Objective> {
@@ -70,6 +33,7 @@ pub fn objective(a: &RecommendArgs) -> Result<Objective> {
         explore: a.explore,
         min_samples: a.min_samples,
         z: a.z.max(0.0),
+        shrink: !a.no_shrink,
     })
 }
 
@@ -136,7 +100,7 @@ pub async fn recommend_command(g: &Global, config: &Config, a: RecommendArgs) ->
     let obj = objective(&a)?;
     let old = a.diff.as_deref().map(read_policy).transpose()?;
     let engine = read_only_engine(g, config).await?;
-    let cands = candidates(&engine, Some(&a.since), a.until.as_deref()).await?;
+    let cands = recommend::candidates(&engine, Some(&a.since), a.until.as_deref()).await?;
     if cands.is_empty() {
         return Err(Error::NotFound(format!(
             "no requests since {} in {}: nothing to recommend from",
@@ -170,7 +134,7 @@ pub async fn recommend_command(g: &Global, config: &Config, a: RecommendArgs) ->
 pub async fn evaluate_command(g: &Global, config: &Config, a: EvaluateArgs) -> Result<Outcome> {
     let policy = read_policy(&a.policy)?;
     let engine = read_only_engine(g, config).await?;
-    let cands = candidates(&engine, Some(&a.since), a.until.as_deref()).await?;
+    let cands = recommend::candidates(&engine, Some(&a.since), a.until.as_deref()).await?;
     let e = recommend::evaluate(&cands, &policy);
     let mut stdout = std::io::stdout();
     match a.format {

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/reports", get(ui::report_list))
         .route("/api/reports/{name}", get(ui::report))
         .route("/api/dashboards", get(ui::dashboards))
+        .route("/api/recommendation", get(ui::recommendation))
         .route("/", get(ui::index))
         .route("/assets/{file}", get(ui::assets))
         .route("/metrics", get(api::metrics))

@@ -146,3 +146,50 @@ pub async fn report(
     let result = reports::run(&state.query, &name, &window).await?;
     Ok(Json(output::columns_rows(&result)?).into_response())
 }
+
+/// `GET /api/recommendation?quality_target=&scope=&min_samples=&since=`: the policy
+/// `recommend` would emit now (not saved).
+pub async fn recommendation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use crate::recommend::{Objective, Scope};
+    check_admin(&state, &headers)?;
+    let mut obj = Objective::default();
+    let bad = |k: &str, v: &str| Error::Invalid(format!("{k}={v:?} is not valid"));
+    for (k, v) in &q {
+        match k.as_str() {
+            "quality_target" => obj.quality_target = v.parse().map_err(|_| bad(k, v))?,
+            "min_samples" => obj.min_samples = v.parse().map_err(|_| bad(k, v))?,
+            "explore" => obj.explore = v.parse().map_err(|_| bad(k, v))?,
+            "max_p95_latency_ms" => {
+                obj.max_p95_latency_ms = Some(v.parse().map_err(|_| bad(k, v))?)
+            }
+            "scope" => {
+                obj.scope = match v.as_str() {
+                    "overall" => Scope::Overall,
+                    "task" => Scope::Task,
+                    _ => return Err(bad(k, v).into()),
+                }
+            }
+            "since" | "until" => {}
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown parameter {other:?}; known: quality_target, scope, min_samples, \
+                     explore, max_p95_latency_ms, since, until"
+                ))
+                .into());
+            }
+        }
+    }
+    let since = q.get("since").map_or("30d", String::as_str);
+    let cands = crate::recommend::candidates(
+        &state.query,
+        Some(since),
+        q.get("until").map(String::as_str),
+    )
+    .await?;
+    let policy = crate::recommend::recommend(&cands, &obj, chrono::Utc::now());
+    Ok(Json(policy).into_response())
+}

@@ -1,0 +1,431 @@
+//! The recommender on constructed cases, the winner's curse on many small tasks, and the
+//! `recommend` / `evaluate` commands end to end.
+
+use rand::{Rng, SeedableRng};
+use switchyard::recommend::{Candidate, Objective, Policy, Scope, evaluate, recommend};
+
+use crate::common::{generated_store, run};
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// A candidate with binary quality feedback on every request.
+fn cand(task: &str, model: &str, n: u64, quality: f64, cost: f64) -> Candidate {
+    Candidate {
+        task: task.into(),
+        model: model.into(),
+        requests: n,
+        success_rate: 1.0,
+        cost_per_request: Some(cost),
+        samples: n,
+        quality: Some(quality),
+        quality_var: Some(quality * (1.0 - quality)),
+        binary: true,
+        p95_latency_ms: Some(1000.0),
+    }
+}
+
+fn task_obj() -> Objective {
+    Objective {
+        scope: Scope::Task,
+        explore: 0.0,
+        ..Objective::default()
+    }
+}
+
+fn route<'a>(p: &'a Policy, task: &str) -> &'a switchyard::recommend::Route {
+    p.routes.iter().find(|r| r.task == task).unwrap()
+}
+
+fn main_model(p: &Policy, task: &str) -> String {
+    route(p, task)
+        .targets
+        .iter()
+        .filter(|t| t.role.is_none())
+        .max_by(|a, b| a.weight.total_cmp(&b.weight))
+        .unwrap()
+        .model
+        .clone()
+}
+
+#[test]
+fn a_clear_winner_takes_the_task() {
+    let c = vec![
+        cand("summarize", "big", 2000, 0.90, 0.010),
+        cand("summarize", "small", 2000, 0.89, 0.001),
+    ];
+    let p = recommend(&c, &task_obj(), now());
+    assert_eq!(main_model(&p, "summarize"), "small");
+    let r = route(&p, "summarize");
+    assert_eq!(r.targets.len(), 1);
+    assert_eq!(r.fallbacks, vec!["big".to_string()]);
+    // Current traffic is half on each: 0.0055 a request, against 0.001.
+    assert!((r.expected.savings_vs_current_pct.unwrap() - 81.8).abs() < 0.1);
+    p.validate().unwrap();
+}
+
+#[test]
+fn a_tie_goes_to_the_cheaper_model_and_is_deterministic() {
+    let c = vec![
+        cand("t", "a", 500, 0.80, 0.004),
+        cand("t", "b", 500, 0.80, 0.002),
+    ];
+    let p1 = recommend(&c, &task_obj(), now());
+    assert_eq!(main_model(&p1, "t"), "b");
+    let mut rev = c.clone();
+    rev.reverse();
+    let p2 = recommend(&rev, &task_obj(), now());
+    assert_eq!(p1.routes, p2.routes);
+    assert_eq!(p1.version, p2.version);
+}
+
+#[test]
+fn too_few_samples_keep_the_current_model_and_say_why() {
+    let c = vec![
+        cand("rare", "big", 20, 0.9, 0.01),
+        cand("rare", "small", 12, 0.9, 0.001),
+    ];
+    let p = recommend(&c, &task_obj(), now());
+    let r = route(&p, "rare");
+    assert_eq!(main_model(&p, "rare"), "big");
+    assert!(
+        r.evidence.reason.contains("fewer than 30"),
+        "{}",
+        r.evidence.reason
+    );
+    // With the current model well sampled, the young cheap one gets an exploration share.
+    let c = vec![
+        cand("t", "big", 400, 0.9, 0.01),
+        cand("t", "small", 12, 0.92, 0.001),
+    ];
+    let obj = Objective {
+        explore: 0.05,
+        ..task_obj()
+    };
+    let p = recommend(&c, &obj, now());
+    let r = route(&p, "t");
+    assert_eq!(main_model(&p, "t"), "big");
+    let explore = r
+        .targets
+        .iter()
+        .find(|t| t.role.as_deref() == Some("explore"))
+        .unwrap();
+    assert_eq!(explore.model, "small");
+    assert!((explore.weight - 0.05).abs() < 1e-9);
+    assert!((r.targets.iter().map(|t| t.weight).sum::<f64>() - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn quality_just_under_the_bound_is_not_chosen() {
+    // 0.94 of the best with plenty of samples: under a 0.95 target.
+    let c = vec![
+        cand("t", "big", 3000, 0.90, 0.01),
+        cand("t", "small", 3000, 0.90 * 0.94, 0.001),
+    ];
+    let p = recommend(&c, &task_obj(), now());
+    assert_eq!(main_model(&p, "t"), "big");
+    // Just over it with the same evidence: chosen (the guard is not a blanket refusal).
+    let c = vec![
+        cand("t", "big", 3000, 0.90, 0.01),
+        cand("t", "small", 3000, 0.90 * 0.975, 0.001),
+    ];
+    let p = recommend(&c, &task_obj(), now());
+    assert_eq!(main_model(&p, "t"), "small");
+}
+
+#[test]
+fn a_latency_limit_excludes_the_cheapest_model() {
+    let mut slow = cand("t", "cheap-slow", 1000, 0.89, 0.0005);
+    slow.p95_latency_ms = Some(9000.0);
+    let c = vec![
+        cand("t", "big", 1000, 0.90, 0.01),
+        cand("t", "mid", 1000, 0.89, 0.002),
+        slow,
+    ];
+    let free = recommend(&c, &task_obj(), now());
+    assert_eq!(main_model(&free, "t"), "cheap-slow");
+    let obj = Objective {
+        max_p95_latency_ms: Some(2000.0),
+        ..task_obj()
+    };
+    let limited = recommend(&c, &obj, now());
+    assert_eq!(main_model(&limited, "t"), "mid");
+    assert!(limited.routes[0].expected.p95_latency_ms.unwrap() <= 2000.0);
+}
+
+#[test]
+fn a_task_without_feedback_keeps_its_current_model() {
+    let mut a = cand("nofb", "big", 900, 0.0, 0.01);
+    let mut b = cand("nofb", "small", 100, 0.0, 0.001);
+    for c in [&mut a, &mut b] {
+        c.samples = 0;
+        c.quality = None;
+        c.quality_var = None;
+    }
+    let p = recommend(&[a, b], &Objective::default(), now());
+    let r = route(&p, "nofb");
+    assert_eq!(r.targets.len(), 1);
+    assert_eq!(r.targets[0].model, "big");
+    assert!(r.evidence.reason.contains("no quality feedback"));
+}
+
+/// Many small tasks where the cheap model is truly just under the bar: observed means are
+/// noisy, and picking on them naively over-promises.
+fn small_tasks(seed: u64) -> (Vec<Candidate>, Vec<(String, f64, f64)>) {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let mut cands = Vec::new();
+    let mut truth = Vec::new();
+    for t in 0..60 {
+        let task = format!("task-{t:02}");
+        let q_big: f64 = rng.random_range(0.75..0.95);
+        let q_small = q_big * rng.random_range(0.88..0.97);
+        let n = 60;
+        let draw = |rng: &mut rand_pcg::Pcg64, q: f64| {
+            (0..n).filter(|_| rng.random_bool(q)).count() as f64 / n as f64
+        };
+        let (o_big, o_small) = (draw(&mut rng, q_big), draw(&mut rng, q_small));
+        cands.push(cand(&task, "big", n, o_big, 0.01));
+        cands.push(cand(&task, "small", n, o_small, 0.001));
+        truth.push((task, q_big, q_small));
+    }
+    (cands, truth)
+}
+
+#[test]
+fn many_small_tasks_do_not_fool_the_task_scope() {
+    let (mut naive_bad, mut guarded_bad, mut guarded_small) = (0, 0, 0);
+    for seed in 0..10 {
+        let (cands, truth) = small_tasks(seed);
+        let p = recommend(&cands, &task_obj(), now());
+        for (task, q_big, q_small) in &truth {
+            let obs = |m: &str| {
+                cands
+                    .iter()
+                    .find(|c| &c.task == task && c.model == m)
+                    .unwrap()
+                    .quality
+                    .unwrap()
+            };
+            // Naive: cheapest whose observed mean holds 95% of the observed best.
+            let naive_small = obs("small") >= 0.95 * obs("big").max(obs("small"));
+            let bad = *q_small < 0.95 * q_big;
+            naive_bad += usize::from(naive_small && bad);
+            let chose_small = main_model(&p, task) == "small";
+            guarded_small += usize::from(chose_small);
+            guarded_bad += usize::from(chose_small && bad);
+        }
+    }
+    // The naive rule routes many tasks to a model that truly misses the bar; the guard
+    // (shrinkage + lower bound) few.
+    assert!(
+        naive_bad >= 60,
+        "naive over-fitting did not show: {naive_bad}"
+    );
+    assert!(
+        guarded_bad * 4 <= naive_bad,
+        "guarded {guarded_bad} vs naive {naive_bad}"
+    );
+    assert!(guarded_small > 0);
+}
+
+#[test]
+fn overall_scope_holds_the_target_on_fresh_traffic() {
+    let obj = Objective {
+        explore: 0.0,
+        ..Objective::default()
+    };
+    let mut held = 0;
+    let mut saving = 0.0;
+    for seed in 0..20 {
+        let (cands, truth) = small_tasks(100 + seed);
+        let p = recommend(&cands, &obj, now());
+        // True quality of the policy against always using each task's truly best model.
+        let (mut q_policy, mut q_best, mut cost) = (0.0, 0.0, 0.0);
+        for (task, q_big, q_small) in &truth {
+            let r = route(&p, task);
+            for t in &r.targets {
+                let (q, c) = if t.model == "big" {
+                    (*q_big, 0.01)
+                } else {
+                    (*q_small, 0.001)
+                };
+                q_policy += t.weight * q;
+                cost += t.weight * c;
+            }
+            q_best += q_big.max(*q_small);
+        }
+        held += usize::from(q_policy >= 0.95 * q_best);
+        saving += 1.0 - cost / (0.01 * truth.len() as f64);
+    }
+    assert!(held >= 19, "the target held on {held} of 20 draws");
+    assert!(saving / 20.0 > 0.15, "mean saving {:.3}", saving / 20.0);
+}
+
+#[test]
+fn evaluation_compares_policy_current_and_oracle() {
+    let c = vec![
+        cand("a", "big", 1800, 0.90, 0.01),
+        cand("a", "small", 1500, 0.88, 0.001),
+        cand("b", "big", 1800, 0.90, 0.01),
+        cand("b", "small", 200, 0.60, 0.001),
+    ];
+    let p = recommend(&c, &task_obj(), now());
+    let e = evaluate(&c, &p);
+    assert!(e.holds_target);
+    assert!(e.policy_cost_per_request < e.current_cost_per_request);
+    // Task a goes to the small model, task b stays on the big one; tasks weigh by traffic.
+    let want = (3300.0 * 0.88 + 2000.0 * 0.90) / 5300.0;
+    assert!((e.policy_quality - want).abs() < 1e-9, "{e:?}");
+    assert!(e.oracle_cost_per_request <= e.policy_cost_per_request + 1e-12);
+    assert!(e.oracle_quality >= e.target_quality - 1e-9);
+}
+
+#[test]
+fn policy_files_validate_and_round_trip() {
+    let c = vec![
+        cand("t", "a", 100, 0.9, 0.01),
+        cand("t", "b", 100, 0.9, 0.02),
+    ];
+    let p = recommend(&c, &Objective::default(), now());
+    let json = serde_json::to_string(&p).unwrap();
+    let back: Policy = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for key in ["version", "generated_at", "objective", "routes", "default"] {
+        assert!(v.get(key).is_some(), "{key}");
+    }
+    let mut bad = p.clone();
+    bad.routes[0].targets[0].weight = 0.5;
+    assert!(bad.validate().unwrap_err().to_string().contains("sum to 1"));
+}
+
+#[test]
+fn recommend_and_evaluate_commands_work_on_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated_store(
+        dir.path(),
+        "data",
+        &[
+            "--requests",
+            "30000",
+            "--days",
+            "10",
+            "--seed",
+            "4",
+            "--end",
+            "2026-11-20T00:00:00Z",
+        ],
+    );
+    let d = data.to_str().unwrap();
+    let policy = dir.path().join("policy.json");
+    let p = policy.to_str().unwrap();
+    let out = run(
+        &[
+            "recommend",
+            "--data-dir",
+            d,
+            "--since",
+            "2026-11-01",
+            "--out",
+            p,
+            "--format",
+            "text",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("summarize") && text.contains("reason"),
+        "{text}"
+    );
+    let parsed: Policy = serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+    parsed.validate().unwrap();
+    assert!(parsed.routes.len() >= 20);
+    let kept = data
+        .join("policies")
+        .join(format!("{}.json", parsed.version));
+    assert!(kept.exists(), "{}", kept.display());
+    // The same evidence gives the same routes: the diff says so.
+    let out = run(
+        &[
+            "recommend",
+            "--data-dir",
+            d,
+            "--since",
+            "2026-11-01",
+            "--diff",
+            p,
+        ],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no route changed"));
+    let out = run(
+        &[
+            "evaluate",
+            "--data-dir",
+            d,
+            "--since",
+            "2026-11-01",
+            "--policy",
+            p,
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        e["policy_cost_per_request"].as_f64().unwrap()
+            < e["current_cost_per_request"].as_f64().unwrap()
+    );
+    // A broken policy file is refused with the reason.
+    std::fs::write(&policy, "{\"version\": 1}").unwrap();
+    let out = run(&["evaluate", "--data-dir", d, "--policy", p], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a policy file"));
+}
+
+#[test]
+fn the_api_answers_the_policy_recommend_would_emit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated_store(
+        dir.path(),
+        "data",
+        &["--requests", "20000", "--days", "5", "--seed", "8"],
+    );
+    let server = crate::common::Server::start(&data, &[], &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = crate::common::client();
+        let r = c
+            .get(server.url("/api/recommendation?quality_target=0.9&scope=task&since=60d"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let p: Policy = r.json().await.unwrap();
+        p.validate().unwrap();
+        assert_eq!(p.objective.scope, Scope::Task);
+        assert!((p.objective.quality_target - 0.9).abs() < 1e-12);
+        assert!(p.routes.len() >= 20);
+        let r = c
+            .get(server.url("/api/recommendation?scope=cheapest"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    });
+}
