@@ -46,3 +46,24 @@ fn dashboards_render_every_panel_in_headless_chromium() {
     }
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }
+
+#[test]
+fn serve_demo_fills_an_empty_store_past_the_buffer_bound() {
+    // More rows than the write buffer may hold (2 x 64k): the demo must flush as it goes.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--demo", "--demo-requests", "150000"],
+        &[],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = crate::common::client();
+        let rows = crate::common::api_query(&c, &server, "SELECT COUNT(*) FROM requests").await;
+        assert_eq!(crate::common::num(&rows[0][0]), 150_000.0);
+        let r = c.get(server.url("/api/dashboards")).send().await.unwrap();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["data_range"]["max"].is_string(), "{body}");
+        assert!(body["tasks"].as_array().unwrap().len() >= 20);
+    });
+}

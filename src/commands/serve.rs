@@ -116,7 +116,8 @@ async fn fill_demo(store: &Store, requests: u64) -> Result<()> {
         store
             .ingest(formats::parse_body(&part, Format::Auto, now))
             .await?;
+        // The flusher is not running yet: flush here, or back-pressure would wait forever.
+        store.flush().await?;
     }
-    store.flush().await?;
     Ok(())
 }

@@ -97,10 +97,20 @@ impl QueryEngine {
     }
 
     fn context(&self) -> SessionContext {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
-            .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        // DataFusion's own `DATAFUSION_*` environment variables tune the engine; ours are
+        // defaults under them.
+        let mut config = SessionConfig::from_env()
+            .unwrap_or_default()
+            .with_information_schema(true);
+        for (key, value) in [
+            ("datafusion.execution.parquet.pushdown_filters", true),
+            ("datafusion.execution.parquet.reorder_filters", true),
+        ] {
+            let env = key.replace('.', "_").to_ascii_uppercase();
+            if std::env::var_os(env).is_none() {
+                config = config.set_bool(key, value);
+            }
+        }
         SessionContext::new_with_config_rt(config, self.runtime.clone())
     }
 
