@@ -150,7 +150,7 @@ impl Table {
         }
     }
 
-    /// File columns plus the partition columns (`date`, and `hour` but for feedback).
+    /// File columns plus the partition columns (`date`, and `hour` for requests).
     pub fn table_schema(self) -> SchemaRef {
         match self {
             Table::Requests => REQUEST_TABLE.clone(),
@@ -163,8 +163,8 @@ impl Table {
     /// Names of the Hive partition columns, outermost first.
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Feedback => &["date"],
-            _ => &["date", "hour"],
+            Table::Requests => &["date", "hour"],
+            _ => &["date"],
         }
     }
 }
@@ -206,6 +206,7 @@ fn hourly_fields() -> Vec<Field> {
     f.push(i("latency_count"));
     f.push(Field::new("ttft_ms_sum", DataType::Float64, false));
     f.push(i("ttft_count"));
+    f.push(Field::new("hour", DataType::Utf8, false));
     f
 }
 
@@ -218,20 +219,21 @@ fn latency_fields() -> Vec<Field> {
         Field::new("metric", DataType::Utf8, false),
         Field::new("bucket", DataType::Int32, false),
         Field::new("count", DataType::Int64, false),
+        Field::new("hour", DataType::Utf8, false),
     ]
 }
 
 static HOURLY_FILE: LazyLock<SchemaRef> = LazyLock::new(|| Arc::new(Schema::new(hourly_fields())));
 static HOURLY_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut f = hourly_fields();
-    f.extend(partition_fields(true));
+    f.extend(partition_fields(false));
     Arc::new(Schema::new(f))
 });
 static LATENCY_FILE: LazyLock<SchemaRef> =
     LazyLock::new(|| Arc::new(Schema::new(latency_fields())));
 static LATENCY_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut f = latency_fields();
-    f.extend(partition_fields(true));
+    f.extend(partition_fields(false));
     Arc::new(Schema::new(f))
 });
 

@@ -628,58 +628,54 @@ impl Store {
             let sorted = tokio::task::spawn_blocking(move || parquet::sort_by_ts(&batches))
                 .await
                 .map_err(|e| Error::Internal(format!("sort task: {e}")))??;
+            // Rollups of the flushed requests, one file per day and rollup table.
+            let mut pieces: Vec<(Option<i64>, Table, String, String, RecordBatch)> = Vec::new();
+            if table == Table::Requests {
+                let all = sorted.clone();
+                let (hourly, latency) = tokio::task::spawn_blocking(move || {
+                    rollup::compute(std::slice::from_ref(&all))
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("rollup task: {e}")))??;
+                for (t, b) in [
+                    (Table::RequestsHourly, hourly),
+                    (Table::LatencyHourly, latency),
+                ] {
+                    for (date, day) in rollup::split_days(&b) {
+                        pieces.push((None, t, date, String::new(), day));
+                    }
+                }
+            }
             // Partitions are encoded and written in parallel, one task per core.
-            let parts = split_partitions(table, &sorted);
+            for (bucket, slice) in split_partitions(table, &sorted) {
+                let (date, hour) = partition_of(bucket * 3_600_000_000);
+                pieces.push((Some(bucket), table, date, hour, slice));
+            }
             drop(sorted);
-            let jobs = parts.into_iter().map(|(bucket, slice)| {
+            let jobs = pieces.into_iter().map(|(bucket, t, date, hour, slice)| {
                 let loc = self.inner.loc.clone();
                 async move {
                     let rows = slice.num_rows();
-                    let (date, hour) = partition_of(bucket * 3_600_000_000);
-                    let dir_of = |t: Table| match t {
-                        Table::Feedback => loc.path(&[t.name(), &format!("date={date}")]),
-                        _ => {
+                    let dir = match t {
+                        Table::Requests => {
                             loc.path(&[t.name(), &format!("date={date}"), &format!("hour={hour}")])
                         }
+                        _ => loc.path(&[t.name(), &format!("date={date}")]),
                     };
-                    // The slice's file, and for requests the hour's rollups beside it.
-                    let bodies = tokio::task::spawn_blocking(move || {
-                        let mut out = vec![(
-                            table,
-                            parquet::encode(table, &[parquet::to_file_batch(table, &slice)?])?,
-                        )];
-                        if table == Table::Requests {
-                            let (hourly, latency) = rollup::compute(std::slice::from_ref(&slice))?;
-                            for (t, b) in [
-                                (Table::RequestsHourly, hourly),
-                                (Table::LatencyHourly, latency),
-                            ] {
-                                if b.num_rows() > 0 {
-                                    out.push((
-                                        t,
-                                        parquet::encode(t, &[parquet::to_file_batch(t, &b)?])?,
-                                    ));
-                                }
-                            }
-                        }
-                        Ok::<_, Error>(out)
+                    let body = tokio::task::spawn_blocking(move || {
+                        parquet::encode(t, &[parquet::to_file_batch(t, &slice)?])
                     })
                     .await
                     .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
-                    let mut files = Vec::with_capacity(bodies.len());
-                    for (t, body) in bodies {
-                        let dir = dir_of(t);
-                        let name = format!(
-                            "part-{}-{}.parquet",
-                            chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
-                            random_hex()
-                        );
-                        let final_path = dir.clone().join(name.as_str());
-                        let tmp = dir.clone().join(format!("{name}.pending").as_str());
-                        loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
-                        files.push((dir, tmp, final_path));
-                    }
-                    Ok::<_, Error>((bucket, rows, files))
+                    let name = format!(
+                        "part-{}-{}.parquet",
+                        chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
+                        random_hex()
+                    );
+                    let final_path = dir.clone().join(name.as_str());
+                    let tmp = dir.clone().join(format!("{name}.pending").as_str());
+                    loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
+                    Ok::<_, Error>((bucket, rows, dir, tmp, final_path))
                 }
             });
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -687,16 +683,16 @@ impl Store {
                 .buffer_unordered(cores)
                 .try_collect()
                 .await?;
-            for (bucket, rows, files) in written {
+            for (bucket, rows, dir, tmp, final_path) in written {
+                pending.push((tmp, final_path));
+                touched.insert(dir);
+                // Rollup files summarise rows counted once already.
+                let Some(bucket) = bucket else { continue };
                 if table == Table::Requests {
                     *flushed_buckets.entry(bucket).or_default() += rows;
                 }
                 stats.rows += rows;
                 stats.files += 1;
-                for (dir, tmp, final_path) in files {
-                    pending.push((tmp, final_path));
-                    touched.insert(dir);
-                }
             }
         }
         // Commit: files become visible and rows leave the buffer in one step for readers.
