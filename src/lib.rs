@@ -8,9 +8,14 @@
 //! proxy ────────┘                     (prices)                       │
 //!                                                                    ▼
 //!                      query::* (DataFusion) ◀── Parquet (Hive layout) + unflushed buffer
+//!                      query::reports (queries/*.sql)     + hourly rollups (store::rollup)
+//!                              │
+//!                              ▼
+//!                      recommend (evidence ─▶ shrink ─▶ optimise ─▶ policy file)
 //! ```
 //!
-//! `http` serves the ingest and query API over the same [`store::Store`] the CLI uses.
+//! `http` serves the ingest and query API, the reports and the dashboards over the same
+//! [`store::Store`] the CLI uses.
 
 pub mod cli;
 pub mod commands;
@@ -24,8 +29,8 @@ pub mod prices;
 pub mod query;
 pub mod recommend;
 pub mod record;
-pub mod reports;
 pub mod schema;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use query::reports;

@@ -172,7 +172,7 @@ fn write_answer(
 
 async fn report_command(g: &Global, config: &Config, args: ReportArgs) -> Result<Outcome> {
     if args.list {
-        let all = crate::reports::all()?;
+        let all = crate::query::reports::all()?;
         let width = all.iter().map(|r| r.name.len()).max().unwrap_or(0);
         let mut out = String::new();
         for r in &all {
@@ -186,8 +186,8 @@ async fn report_command(g: &Global, config: &Config, args: ReportArgs) -> Result
         .as_deref()
         .ok_or_else(|| Error::Invalid("name a report, or use --list".into()))?;
     // Fail on a bad name or window before opening the store.
-    crate::reports::get(name)?;
-    let window = crate::reports::Window::parse(
+    crate::query::reports::get(name)?;
+    let window = crate::query::reports::Window::parse(
         args.since.as_deref(),
         args.until.as_deref(),
         args.task.as_deref(),
@@ -195,7 +195,7 @@ async fn report_command(g: &Global, config: &Config, args: ReportArgs) -> Result
         chrono::Utc::now(),
     )?;
     let engine = read_only_engine(g, config).await?;
-    let result = crate::reports::run(&engine, name, &window).await?;
+    let result = crate::query::reports::run(&engine, name, &window).await?;
     write_answer(&result, args.format, args.output.as_deref())?;
     Ok(Outcome::Ok)
 }

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::ingest::check_admin;
 use crate::error::Error;
 use crate::query::output;
-use crate::reports::{self, ASSETS, DASHBOARDS, Window};
+use crate::query::reports::{self, ASSETS, DASHBOARDS, Window};
 
 fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next() {

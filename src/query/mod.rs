@@ -7,6 +7,7 @@
 //! so a concurrent flush never shows a row twice or not at all.
 
 pub mod output;
+pub mod reports;
 
 use std::sync::Arc;
 use std::time::Duration;
