@@ -12,7 +12,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::{Location, Store, parquet, random_hex};
+use super::{Location, Store, parquet, part_paths, random_hex};
 use crate::error::{Error, Result};
 use crate::schema::Table;
 
@@ -111,13 +111,7 @@ async fn merge(store: &Store, table: Table, dir: &Path, inputs: &[ObjectMeta]) -
     let loc = store.location();
     // Inputs stream into the output one batch at a time, oldest file first: memory stays at one
     // row group whatever the partition's size. The merged file is not declared sorted.
-    let name = format!(
-        "part-{}-{}-c.parquet",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
-        random_hex()
-    );
-    let output = dir.clone().join(name.as_str());
-    let tmp = dir.clone().join(format!("{name}.pending").as_str());
+    let (output, tmp) = part_paths(dir, "-c");
     let paths: Vec<Path> = inputs.iter().map(|m| m.location.clone()).collect();
     parquet::merge_files(&loc.store, table, &paths, &tmp).await?;
     let journal = Journal {

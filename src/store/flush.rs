@@ -93,13 +93,7 @@ impl Store {
                     })
                     .await
                     .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
-                    let name = format!(
-                        "part-{}-{}.parquet",
-                        chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
-                        random_hex()
-                    );
-                    let final_path = dir.clone().join(name.as_str());
-                    let tmp = dir.clone().join(format!("{name}.pending").as_str());
+                    let (final_path, tmp) = part_paths(&dir, "");
                     loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
                     Ok::<_, Error>((bucket, rows, dir, tmp, final_path))
                 }

@@ -205,6 +205,18 @@ pub struct FlushStats {
     pub files: usize,
 }
 
+/// A new part file in `dir` (`part-TIME-RANDOM{suffix}.parquet`) and its `.pending` twin,
+/// under which it is written before the rename that makes it visible.
+fn part_paths(dir: &Path, suffix: &str) -> (Path, Path) {
+    let name = format!(
+        "part-{}-{}{suffix}.parquet",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
+        random_hex()
+    );
+    let tmp = dir.clone().join(format!("{name}.pending").as_str());
+    (dir.clone().join(name.as_str()), tmp)
+}
+
 fn random_hex() -> String {
     use rand::RngCore;
     let mut b = [0u8; 8];
