@@ -324,15 +324,53 @@ pub fn recommend(
             fallbacks: fallbacks.into_iter().map(|e| e.c.model.clone()).collect(),
         });
     }
-    // Unknown tasks: the model carrying the most traffic overall.
-    let mut traffic: BTreeMap<&str, u64> = BTreeMap::new();
-    for c in cands {
-        *traffic.entry(&c.model).or_default() += c.requests;
+    // Unknown tasks: judged on all tasks pooled, the cheapest model whose pooled quality holds
+    // the target against the best pooled model (with enough samples); without feedback, the
+    // model carrying the most traffic.
+    #[derive(Default)]
+    struct Pool {
+        requests: u64,
+        samples: u64,
+        quality_sum: f64,
+        cost_sum: f64,
+        priced: u64,
     }
-    let default_model = traffic
+    let mut pools: BTreeMap<&str, Pool> = BTreeMap::new();
+    for c in cands {
+        let p = pools.entry(&c.model).or_default();
+        p.requests += c.requests;
+        if let Some(q) = c.quality {
+            p.samples += c.samples;
+            p.quality_sum += q * c.samples as f64;
+        }
+        if let Some(k) = c.cost_per_request {
+            p.cost_sum += k * c.requests as f64;
+            p.priced += c.requests;
+        }
+    }
+    let pooled: Vec<(&str, f64, f64)> = pools
         .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-        .map(|(m, _)| m.to_string());
+        .filter(|(_, p)| p.samples >= obj.min_samples.max(1) && p.priced > 0)
+        .map(|(m, p)| {
+            (
+                *m,
+                p.quality_sum / p.samples as f64,
+                p.cost_sum / p.priced as f64,
+            )
+        })
+        .collect();
+    let top = pooled.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+    let default_model = pooled
+        .iter()
+        .filter(|x| x.1 >= obj.quality_target * top)
+        .min_by(|a, b| a.2.total_cmp(&b.2).then_with(|| a.0.cmp(b.0)))
+        .map(|x| x.0.to_string())
+        .or_else(|| {
+            pools
+                .iter()
+                .max_by(|a, b| a.1.requests.cmp(&b.1.requests).then_with(|| b.0.cmp(a.0)))
+                .map(|(m, _)| m.to_string())
+        });
     let generated_at = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let mut policy = Policy {
         version: String::new(),
