@@ -204,10 +204,19 @@ pub fn fast_record(line: &[u8]) -> Option<Record> {
     let cost_usd = match f.cost_usd.map(RawValue::get) {
         None | Some("null") => None,
         Some(t) => {
-            let t = t.trim_matches('"');
+            // A JSON number reads as the general path reads it (through f64, shortest form);
+            // a string keeps its exact digits.
+            let text = match t.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+                Some(s) => std::borrow::Cow::Borrowed(s),
+                None => std::borrow::Cow::Owned(
+                    serde_json::from_str::<serde_json::Number>(t)
+                        .ok()?
+                        .to_string(),
+                ),
+            };
             Some(
-                rust_decimal::Decimal::from_str_exact(t)
-                    .or_else(|_| rust_decimal::Decimal::from_scientific(t))
+                rust_decimal::Decimal::from_str_exact(&text)
+                    .or_else(|_| rust_decimal::Decimal::from_scientific(&text))
                     .ok()?,
             )
         }
