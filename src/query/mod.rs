@@ -151,20 +151,24 @@ impl QueryEngine {
         let ctx = self.context();
         let plan = {
             let buffer = self.store.read_buffer().await;
-            let (hourly, latency) = crate::store::rollup::compute(buffer.batches(Table::Requests))?;
             for table in Table::STORED {
                 let name = table.name();
                 ctx.register_table(
                     format!("{name}_stored"),
                     Arc::new(self.listing_table(table)?),
                 )?;
-                let buffered = match table {
-                    Table::RequestsHourly => vec![hourly.clone()],
-                    Table::LatencyHourly => vec![latency.clone()],
-                    _ => buffer.batches(table).to_vec(),
+                let buffered: Arc<dyn datafusion::catalog::TableProvider> = match table {
+                    // Rolled up only if a query reads them, from the rows fixed here.
+                    Table::RequestsHourly | Table::LatencyHourly => Arc::new(BufferedRollup {
+                        table,
+                        requests: buffer.batches(Table::Requests).to_vec(),
+                    }),
+                    _ => Arc::new(MemTable::try_new(
+                        table.table_schema(),
+                        vec![buffer.batches(table).to_vec()],
+                    )?),
                 };
-                let mem = MemTable::try_new(table.table_schema(), vec![buffered])?;
-                ctx.register_table(format!("{name}_buffered"), Arc::new(mem))?;
+                ctx.register_table(format!("{name}_buffered"), buffered)?;
                 ctx.sql(&format!(
                     "CREATE VIEW {name} AS SELECT * FROM {name}_stored UNION ALL SELECT * FROM {name}_buffered"
                 ))
@@ -195,6 +199,44 @@ impl QueryEngine {
                 )))
             }
         }
+    }
+}
+
+/// The unflushed part of a rollup table: the buffered requests, rolled up when a query scans
+/// it (most queries never read the rollups, so they pay nothing for them).
+#[derive(Debug)]
+struct BufferedRollup {
+    table: Table,
+    requests: Vec<RecordBatch>,
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for BufferedRollup {
+    fn schema(&self) -> SchemaRef {
+        self.table.table_schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::prelude::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let (hourly, latency) = crate::store::rollup::compute(&self.requests)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let batch = if self.table == Table::LatencyHourly {
+            latency
+        } else {
+            hourly
+        };
+        MemTable::try_new(self.schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }
 
