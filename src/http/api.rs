@@ -44,104 +44,106 @@ pub async fn readyz() -> &'static str {
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = state.store.metrics();
+    let q = state.query.metrics();
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, f64); 15] = [
+        (
+            "switchyard_ingested_records_total",
+            "counter",
+            "Records accepted.",
+            g(&m.accepted) as f64,
+        ),
+        (
+            "switchyard_duplicate_records_total",
+            "counter",
+            "Records dropped as already stored.",
+            g(&m.duplicates) as f64,
+        ),
+        (
+            "switchyard_rejected_records_total",
+            "counter",
+            "Records rejected as invalid.",
+            g(&m.rejected) as f64,
+        ),
+        (
+            "switchyard_ingest_batches_total",
+            "counter",
+            "Ingest batches committed.",
+            g(&m.batches) as f64,
+        ),
+        (
+            "switchyard_buffered_rows",
+            "gauge",
+            "Rows acknowledged but not yet in Parquet.",
+            g(&m.buffered_rows) as f64,
+        ),
+        (
+            "switchyard_wal_bytes",
+            "gauge",
+            "Bytes in WAL segments.",
+            state.store.wal_bytes() as f64,
+        ),
+        (
+            "switchyard_flushes_total",
+            "counter",
+            "Flushes to Parquet.",
+            g(&m.flushes) as f64,
+        ),
+        (
+            "switchyard_flushed_rows_total",
+            "counter",
+            "Rows flushed to Parquet.",
+            g(&m.flushed_rows) as f64,
+        ),
+        (
+            "switchyard_flush_seconds_total",
+            "counter",
+            "Time spent flushing.",
+            g(&m.flush_micros_total) as f64 / 1e6,
+        ),
+        (
+            "switchyard_last_flush_seconds",
+            "gauge",
+            "Duration of the last flush.",
+            g(&m.last_flush_micros) as f64 / 1e6,
+        ),
+        (
+            "switchyard_compactions_total",
+            "counter",
+            "Compacted files written.",
+            g(&m.compactions) as f64,
+        ),
+        (
+            "switchyard_wal_queue_depth",
+            "gauge",
+            "Ingest batches waiting for their WAL sync.",
+            g(&m.wal_queue) as f64,
+        ),
+        (
+            "switchyard_queries_rejected_total",
+            "counter",
+            "Queries rejected before running (writes, DDL, bad SQL).",
+            g(&q.rejected) as f64,
+        ),
+        (
+            "switchyard_queries_limited_total",
+            "counter",
+            "Queries stopped by their time or memory bound.",
+            g(&q.limited) as f64,
+        ),
+        (
+            "switchyard_queries_failed_total",
+            "counter",
+            "Queries that failed otherwise.",
+            g(&q.failed) as f64,
+        ),
+    ];
     let mut s = String::new();
-    let mut line = |name: &str, kind: &str, help: &str, v: f64| {
+    for (name, kind, help, v) in rows {
         s.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
         ));
-    };
-    line(
-        "switchyard_ingested_records_total",
-        "counter",
-        "Records accepted.",
-        g(&m.accepted) as f64,
-    );
-    line(
-        "switchyard_duplicate_records_total",
-        "counter",
-        "Records dropped as already stored.",
-        g(&m.duplicates) as f64,
-    );
-    line(
-        "switchyard_rejected_records_total",
-        "counter",
-        "Records rejected as invalid.",
-        g(&m.rejected) as f64,
-    );
-    line(
-        "switchyard_ingest_batches_total",
-        "counter",
-        "Ingest batches committed.",
-        g(&m.batches) as f64,
-    );
-    line(
-        "switchyard_buffered_rows",
-        "gauge",
-        "Rows acknowledged but not yet in Parquet.",
-        g(&m.buffered_rows) as f64,
-    );
-    line(
-        "switchyard_wal_bytes",
-        "gauge",
-        "Bytes in WAL segments.",
-        state.store.wal_bytes() as f64,
-    );
-    line(
-        "switchyard_flushes_total",
-        "counter",
-        "Flushes to Parquet.",
-        g(&m.flushes) as f64,
-    );
-    line(
-        "switchyard_flushed_rows_total",
-        "counter",
-        "Rows flushed to Parquet.",
-        g(&m.flushed_rows) as f64,
-    );
-    line(
-        "switchyard_flush_seconds_total",
-        "counter",
-        "Time spent flushing.",
-        g(&m.flush_micros_total) as f64 / 1e6,
-    );
-    line(
-        "switchyard_last_flush_seconds",
-        "gauge",
-        "Duration of the last flush.",
-        g(&m.last_flush_micros) as f64 / 1e6,
-    );
-    line(
-        "switchyard_compactions_total",
-        "counter",
-        "Compacted files written.",
-        g(&m.compactions) as f64,
-    );
-    line(
-        "switchyard_wal_queue_depth",
-        "gauge",
-        "Ingest batches waiting for their WAL sync.",
-        g(&m.wal_queue) as f64,
-    );
-    let q = state.query.metrics();
-    line(
-        "switchyard_queries_rejected_total",
-        "counter",
-        "Queries rejected before running (writes, DDL, bad SQL).",
-        g(&q.rejected) as f64,
-    );
-    line(
-        "switchyard_queries_limited_total",
-        "counter",
-        "Queries stopped by their time or memory bound.",
-        g(&q.limited) as f64,
-    );
-    line(
-        "switchyard_queries_failed_total",
-        "counter",
-        "Queries that failed otherwise.",
-        g(&q.failed) as f64,
-    );
+    }
     m.flush_seconds.render(
         &mut s,
         "switchyard_flush_duration_seconds",
