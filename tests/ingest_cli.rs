@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::common::{Server, client, query_csv, record, run, run_stdin, shared_data};
+use crate::common::{Server, client, query_csv, record, run, run_ok, run_stdin, shared_data};
 
 fn lines(prefix: &str, n: usize) -> String {
     (0..n)
@@ -35,22 +35,14 @@ fn plain_gzip_zstd_and_stdin_inputs_all_land_once() {
         zstd::encode_all(lines("z", 100).as_bytes(), 3).unwrap(),
     )
     .unwrap();
-    let out = run(
-        &[
-            "ingest",
-            "--data-dir",
-            d,
-            plain.to_str().unwrap(),
-            gz.to_str().unwrap(),
-            zst.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&[
+        "ingest",
+        "--data-dir",
+        d,
+        plain.to_str().unwrap(),
+        gz.to_str().unwrap(),
+        zst.to_str().unwrap(),
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "accepted 300 duplicates 0 rejected 0"
@@ -111,20 +103,12 @@ fn an_otlp_export_file_is_read_whole() {
     let data = dir.path().join("data");
     let f =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/otlp/current.json");
-    let out = run(
-        &[
-            "ingest",
-            "--data-dir",
-            data.to_str().unwrap(),
-            f.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "ingest",
+        "--data-dir",
+        data.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
     let rows = query_csv(&data, "SELECT count(*), min(gateway) FROM requests");
     assert_ne!(rows[0][0], "0");
     assert_eq!(rows[0][1], "otlp");
@@ -199,26 +183,18 @@ fn the_shipped_catalog_is_our_own_import_of_litellm() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("prices.json");
     let src = shared_data().join("prices/litellm-model-prices.json");
-    let out = run(
-        &[
-            "prices",
-            "import",
-            src.to_str().unwrap(),
-            "--format",
-            "litellm",
-            "--providers",
-            "openai,anthropic,gemini,mistral,deepseek,xai",
-            "--replace",
-            "--out",
-            out_path.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "prices",
+        "import",
+        src.to_str().unwrap(),
+        "--format",
+        "litellm",
+        "--providers",
+        "openai,anthropic,gemini,mistral,deepseek,xai",
+        "--replace",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
     let ours: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
     let shipped: serde_json::Value =
@@ -241,23 +217,15 @@ fn an_openrouter_catalog_import_prices_new_records() {
             "pricing":{"prompt":"0.000002","completion":"0.000008","input_cache_read":"0.0000005"}}]}"#,
     )
     .unwrap();
-    let out = run(
-        &[
-            "prices",
-            "import",
-            cat.to_str().unwrap(),
-            "--format",
-            "openrouter",
-            "--data-dir",
-            d,
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "prices",
+        "import",
+        cat.to_str().unwrap(),
+        "--format",
+        "openrouter",
+        "--data-dir",
+        d,
+    ]);
     let out = run(&["prices", "show", "acme/rocket-1", "--data-dir", d], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"input\": \"2\""));
     let f = dir.path().join("r.ndjson");

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use switchyard::schema::Table;
 
-use crate::common::{generated_store, query_csv, run};
+use crate::common::{generated_store, query_csv, run, run_ok};
 
 /// The Python with duckdb, pyarrow and polars (`.ci/run` sets it up).
 fn python() -> String {
@@ -33,12 +33,7 @@ fn parquet_store_reads_the_same_in_duckdb_pyarrow_and_polars() {
         &[],
     );
     assert!(out.status.success());
-    let out = run(&["ingest", "--data-dir", data_s, input_s], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&["ingest", "--data-dir", data_s, input_s]);
 
     // The files carry the file schema exactly (partition columns live in the path).
     let file = walk(&data.join("requests"))

@@ -4,7 +4,7 @@
 use rand::{Rng, SeedableRng};
 use switchyard::recommend::{Candidate, Objective, Policy, Scope, evaluate, recommend};
 
-use crate::common::{generated_store, run};
+use crate::common::{generated_store, run, run_ok};
 
 fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
@@ -322,25 +322,17 @@ fn recommend_and_evaluate_commands_work_on_a_store() {
     let d = data.to_str().unwrap();
     let policy = dir.path().join("policy.json");
     let p = policy.to_str().unwrap();
-    let out = run(
-        &[
-            "recommend",
-            "--data-dir",
-            d,
-            "--since",
-            "2026-11-01",
-            "--out",
-            p,
-            "--format",
-            "text",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&[
+        "recommend",
+        "--data-dir",
+        d,
+        "--since",
+        "2026-11-01",
+        "--out",
+        p,
+        "--format",
+        "text",
+    ]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("summarize") && text.contains("reason"),
@@ -367,25 +359,17 @@ fn recommend_and_evaluate_commands_work_on_a_store() {
         &[],
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("no route changed"));
-    let out = run(
-        &[
-            "evaluate",
-            "--data-dir",
-            d,
-            "--since",
-            "2026-11-01",
-            "--policy",
-            p,
-            "--format",
-            "json",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&[
+        "evaluate",
+        "--data-dir",
+        d,
+        "--since",
+        "2026-11-01",
+        "--policy",
+        p,
+        "--format",
+        "json",
+    ]);
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         e["policy_cost_per_request"].as_f64().unwrap()

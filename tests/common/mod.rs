@@ -31,6 +31,17 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     c.output().unwrap()
 }
 
+/// Runs `switchyard ARGS` and fails the test, with its stderr, unless it succeeds.
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = run(args, &[]);
+    assert!(
+        out.status.success(),
+        "switchyard {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `switchyard` with stdin.
 pub fn run_stdin(args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
@@ -207,25 +218,12 @@ pub fn generated_store(root: &Path, data_name: &str, gen_args: &[&str]) -> PathB
     let mut args = vec!["generate"];
     args.extend_from_slice(gen_args);
     args.extend_from_slice(&["--out", input.to_str().unwrap()]);
-    let out = run(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run(
-        &[
-            "ingest",
-            "--data-dir",
-            data.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&args);
+    run_ok(&[
+        "ingest",
+        "--data-dir",
+        data.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
     data
 }
