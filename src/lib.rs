@@ -26,6 +26,7 @@ pub mod generate;
 pub mod http;
 pub mod metrics;
 pub mod prices;
+pub mod proxy;
 pub mod query;
 pub mod recommend;
 pub mod record;

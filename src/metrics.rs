@@ -1,4 +1,5 @@
-//! A Prometheus histogram with fixed buckets, lock-free, and the text format it renders to.
+//! Prometheus text format: single values (counters, gauges) and a lock-free histogram with
+//! fixed buckets.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,4 +46,12 @@ impl Histogram {
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
+}
+
+/// Appends one counter or gauge (`kind`) in Prometheus text format.
+pub fn render_value(out: &mut String, name: &str, kind: &str, help: &str, v: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+    );
 }

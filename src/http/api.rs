@@ -140,9 +140,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ];
     let mut s = String::new();
     for (name, kind, help, v) in rows {
-        s.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-        ));
+        crate::metrics::render_value(&mut s, name, kind, help, v);
     }
     m.flush_seconds.render(
         &mut s,

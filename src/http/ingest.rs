@@ -52,11 +52,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares tokens without an early exit on the first differing byte.
 fn ct_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::proxy::keys::ct_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// The request body, decompressed per `Content-Encoding` and bounded by the size limit.

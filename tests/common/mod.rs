@@ -81,6 +81,15 @@ pub fn query_csv(data_dir: &Path, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (for a server started later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running `switchyard serve`, killed on drop.
 pub struct Server {
     pub child: Child,
@@ -90,11 +99,21 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::start_on("127.0.0.1:0", data_dir, extra, envs)
+    }
+
+    /// `serve` on a given address (a port chosen beforehand, e.g. one a client already targets).
+    pub fn start_on(
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
         let mut c = Command::new(bin());
         c.args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--data-dir",
             data_dir.to_str().unwrap(),
         ])

@@ -1,0 +1,315 @@
+//! The proxy's log sink: sends never wait for a stalled store, a full queue drops with a count,
+//! and the remote sink keeps records on disk through an ingest outage and a restart, delivering
+//! each exactly once into the receiving store.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use switchyard::formats::{self, Format};
+use switchyard::prices::PriceCatalog;
+use switchyard::proxy::sink::{LogSink, SinkOptions, SinkTarget, to_ndjson};
+use switchyard::query::{QueryConfig, QueryEngine};
+use switchyard::record::{CostSource, Item, Record};
+use switchyard::store::{Location, Store, StoreConfig};
+
+use crate::common::{Server, d, free_port, query_csv};
+
+/// A proxy attempt record, as the proxy fills it in.
+fn rec(id: &str) -> Record {
+    Record {
+        request_id: id.to_string(),
+        ts_us: chrono::Utc::now().timestamp_micros(),
+        model: "openai/gpt-4o-mini".into(),
+        provider: Some("openai".into()),
+        task: Some("summarize".into()),
+        gateway: Some("switchyard".into()),
+        key_id: Some("team-search".into()),
+        prompt_tokens: Some(120),
+        completion_tokens: Some(30),
+        cached_tokens: Some(20),
+        cost_usd: Some(d("0.000034500001")),
+        cost_source: Some(CostSource::Catalog),
+        latency_ms: Some(812.25),
+        ttft_ms: Some(93.5),
+        status: Some(200),
+        finish_reason: Some("stop".into()),
+        streamed: Some(true),
+        attempt: Some(1),
+        parent_id: Some(format!("{id}-parent")),
+        policy_version: Some("2026-11-25T10:00:00Z-7f3a".into()),
+        route: Some("summarize:target".into()),
+        metadata: [("app".to_string(), "search \"ui\"".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+async fn open_store(dir: &Path) -> Store {
+    let loc = Location::open(dir.to_str().unwrap()).unwrap();
+    let cfg = StoreConfig {
+        wal_dir: Some(dir.join("wal")),
+        ..Default::default()
+    };
+    Store::open(loc, cfg, PriceCatalog::embedded().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn count_in(store: &Store) -> (i64, i64) {
+    let q = QueryEngine::new(store.clone(), QueryConfig::default()).unwrap();
+    let r = q
+        .sql("SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM requests")
+        .await
+        .unwrap();
+    let row = &switchyard::query::output::json_rows(&r).unwrap()[0];
+    (row["n"].as_i64().unwrap(), row["ids"].as_i64().unwrap())
+}
+
+/// Polls `cond` every 20 ms for up to `secs` seconds.
+async fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn metric(sink: &LogSink, name: &str) -> f64 {
+    let mut m = String::new();
+    sink.render_metrics(&mut m);
+    m.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{m}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_never_wait_for_a_stalled_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let sink = LogSink::start(SinkTarget::Store(store.clone())).unwrap();
+    // A stalled store: while a reader holds the buffer's lock no commit can finish (as during
+    // a long query plan or a flush swapping files).
+    let stall = store.read_buffer().await;
+    let s = sink.clone();
+    let sent = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || {
+            for i in 0..5000 {
+                s.send(rec(&format!("stall-{i}")));
+            }
+        }),
+    )
+    .await;
+    assert!(sent.is_ok(), "send waited for the stalled store");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink.queued(), 5000);
+    assert_eq!(
+        sink.written(),
+        0,
+        "nothing can be written while the store is stalled"
+    );
+    assert_eq!(sink.dropped(), 0);
+    drop(stall);
+    wait_for(30, "the queued records to be written", || {
+        sink.written() == 5000
+    })
+    .await;
+    sink.close().await.unwrap();
+    assert_eq!(count_in(&store).await, (5000, 5000));
+    assert_eq!(
+        metric(&sink, "switchyard_proxy_log_records_written_total"),
+        5000.0
+    );
+    assert_eq!(metric(&sink, "switchyard_proxy_log_queue_depth"), 0.0);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_with_a_count_and_the_rest_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let opts = SinkOptions {
+        channel_capacity: 8,
+        batch_max: 4,
+        batch_wait: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let sink = LogSink::start_with(SinkTarget::Store(store.clone()), opts).unwrap();
+    let stall = store.read_buffer().await;
+    for i in 0..100 {
+        sink.send(rec(&format!("drop-{i}")));
+        if i == 0 {
+            // Let the writer take the first batch and block on the stalled store.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (queued, dropped) = (sink.queued(), sink.dropped());
+    assert_eq!(
+        queued + dropped,
+        100,
+        "every record is queued or counted as dropped"
+    );
+    assert!(queued <= 8 + 4, "queued {queued} past the bound");
+    assert!(dropped >= 88, "dropped {dropped}");
+    assert_eq!(
+        metric(&sink, "switchyard_proxy_log_records_dropped_total"),
+        dropped as f64
+    );
+    assert_eq!(
+        metric(&sink, "switchyard_proxy_log_records_queued_total"),
+        queued as f64
+    );
+    assert_eq!(
+        metric(&sink, "switchyard_proxy_log_records_written_total"),
+        0.0
+    );
+    drop(stall);
+    sink.close().await.unwrap();
+    assert_eq!(sink.written(), queued);
+    assert_eq!(sink.failed(), 0);
+    assert_eq!(count_in(&store).await.0, queued as i64);
+    // Closed: a late record is a counted drop, never silent.
+    sink.send(rec("late"));
+    assert_eq!(sink.dropped(), dropped + 1);
+    store.close().await.unwrap();
+}
+
+#[test]
+fn ndjson_lines_are_canonical_records_that_read_back_unchanged() {
+    let full = rec("rt-1");
+    let bare = Record {
+        request_id: "rt-2".into(),
+        ts_us: 1_764_590_400_123_456,
+        model: "unpriced/model-x".into(),
+        ..Default::default()
+    };
+    let body = to_ndjson(&[full.clone(), bare.clone()]).unwrap();
+    let text = String::from_utf8(body.clone()).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.contains("\"cost_usd\":\"0.000034500001\""), "{text}");
+    assert!(
+        !text.contains("\"date\"") && !text.contains("\"hour\""),
+        "{text}"
+    );
+    let parsed = formats::parse_body(&body, Format::Auto, 0);
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let back: Vec<Record> = parsed
+        .items
+        .into_iter()
+        .map(|(_, i)| match i {
+            Item::Request(r) => *r,
+            Item::Feedback(f) => panic!("read back as feedback: {f:?}"),
+        })
+        .collect();
+    // The receiver decides the cost's source; everything else is as sent.
+    let expected_full = Record {
+        cost_source: None,
+        ..full
+    };
+    // `task` is always written (the store's default), so it reads back set.
+    let expected_bare = Record {
+        task: Some("default".into()),
+        ..bare
+    };
+    assert_eq!(back, vec![expected_full, expected_bare]);
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_sink_queues_on_disk_through_an_outage_and_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let queue_dir = root.path().join("queue");
+    let data = root.path().join("data");
+    let port = free_port();
+    let target = SinkTarget::Remote {
+        url: format!("http://127.0.0.1:{port}/"),
+        token: Some("ingest-secret".into()),
+        queue_dir: queue_dir.clone(),
+    };
+    let opts = SinkOptions {
+        batch_max: 64,
+        close_timeout: Duration::from_millis(300),
+        max_backoff: Duration::from_millis(200),
+        ..Default::default()
+    };
+
+    // The ingest server is down: records queue on disk.
+    let sink = LogSink::start_with(target.clone(), opts.clone()).unwrap();
+    for i in 0..300 {
+        sink.send(rec(&format!("remote-{i}")));
+    }
+    wait_for(10, "300 records on disk", || sink.queued() == 300).await;
+    wait_for(10, "a failed delivery", || {
+        metric(&sink, "switchyard_proxy_log_delivery_retries_total") >= 1.0
+    })
+    .await;
+    assert_eq!(sink.written(), 0);
+    assert_eq!(
+        metric(&sink, "switchyard_proxy_log_disk_queue_records"),
+        300.0
+    );
+    sink.close().await.unwrap();
+    assert!(!segments(&queue_dir).is_empty(), "the queue stays on disk");
+
+    // Restarted while still down: the disk queue is picked up, new records join it.
+    let sink = LogSink::start_with(target.clone(), opts.clone()).unwrap();
+    assert_eq!(
+        metric(&sink, "switchyard_proxy_log_disk_queue_records"),
+        300.0
+    );
+    for i in 300..500 {
+        sink.send(rec(&format!("remote-{i}")));
+    }
+    wait_for(10, "200 more records on disk", || sink.queued() == 200).await;
+    let oldest = segments(&queue_dir)[0].clone();
+    let kept = root.path().join("kept-segment");
+    std::fs::copy(&oldest, &kept).unwrap();
+
+    // The ingest server comes back (requiring the token the sink sends): everything arrives.
+    let envs = [
+        ("SWITCHYARD_INGEST_TOKEN", "ingest-secret"),
+        ("SWITCHYARD_ADMIN_TOKEN", "admin-secret"),
+    ];
+    let mut server = Server::start_on(&format!("127.0.0.1:{port}"), &data, &[], &envs);
+    wait_for(30, "all 500 records delivered", || sink.written() == 500).await;
+    assert!(
+        segments(&queue_dir).is_empty(),
+        "delivered segments are removed"
+    );
+    assert_eq!(metric(&sink, "switchyard_proxy_log_disk_queue_bytes"), 0.0);
+    assert_eq!(sink.failed(), 0);
+
+    // A crash between delivery and removal leaves a delivered segment behind: the re-send
+    // on the next start is deduplicated by the server.
+    sink.close().await.unwrap();
+    std::fs::copy(&kept, &oldest).unwrap();
+    let sink = LogSink::start_with(target, opts).unwrap();
+    wait_for(30, "the leftover segment re-sent", || {
+        segments(&queue_dir).is_empty() && sink.written() > 0
+    })
+    .await;
+    sink.close().await.unwrap();
+
+    assert!(server.terminate().success());
+    let rows = query_csv(
+        &data,
+        "SELECT count(*), count(DISTINCT request_id), min(key_id), min(route), \
+         CAST(sum(cost_usd) AS VARCHAR) FROM requests",
+    );
+    assert_eq!(rows[0][0], "500", "none lost or doubled: {rows:?}");
+    assert_eq!(rows[0][1], "500");
+    assert_eq!(rows[0][2], "team-search");
+    assert_eq!(rows[0][3], "summarize:target");
+    assert_eq!(
+        rows[0][4].parse::<rust_decimal::Decimal>().unwrap(),
+        d("0.000034500001") * rust_decimal::Decimal::from(500)
+    );
+}
