@@ -313,3 +313,43 @@ async fn remote_sink_queues_on_disk_through_an_outage_and_a_restart() {
         d("0.000034500001") * rust_decimal::Decimal::from(500)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_sink_counts_the_records_the_server_refuses() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let server = Server::start(&data, &[], &[]);
+    let queue_dir = root.path().join("queue");
+    let sink = LogSink::start_with(
+        SinkTarget::Remote {
+            url: server.base.clone(),
+            token: None,
+            queue_dir: queue_dir.clone(),
+        },
+        SinkOptions {
+            batch_max: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..40 {
+        let mut r = rec(&format!("mixed-{i}"));
+        if i % 4 == 0 {
+            // Invalid: the server rejects it, naming the field.
+            r.prompt_tokens = Some(-1);
+        }
+        sink.send(r);
+    }
+    wait_for(30, "every record answered", || {
+        sink.written() + sink.failed() == 40
+    })
+    .await;
+    assert_eq!(sink.failed(), 10);
+    assert_eq!(sink.written(), 30);
+    assert!(segments(&queue_dir).is_empty());
+    assert_eq!(
+        metric(&sink, "switchyard_proxy_log_records_failed_total"),
+        10.0
+    );
+    sink.close().await.unwrap();
+}

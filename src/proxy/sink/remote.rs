@@ -3,7 +3,8 @@
 //!
 //! A segment is `SEQ-RECORDS.ndjson`, written as `.tmp`, fsynced, renamed and its directory
 //! fsynced before its records count as queued; leftover `.tmp` files (a crash mid-write) were
-//! never queued and are removed at start. Segments on disk at start are sent again, oldest
+//! never queued and are removed at start. Segments waiting together go in one delivery (up to
+//! 4 MiB). Segments on disk at start are sent again, oldest
 //! first: after a crash between delivery and removal the server's `request_id` dedupe keeps a
 //! re-send from counting twice. A failed delivery is retried with capped exponential backoff
 //! and jitter; a 4xx other than 401/403/408/429 means the server refuses the segment's
@@ -28,6 +29,8 @@ use crate::schema::requests_to_batch;
 
 const SEGMENT_EXT: &str = "ndjson";
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Most bytes of joined segments sent in one delivery (`serve` takes 16 MiB bodies by default).
+const DELIVERY_BYTES: u64 = 4 << 20;
 
 /// One queued segment file.
 #[derive(Debug, Clone)]
@@ -140,22 +143,35 @@ impl DiskQueue {
         Ok(true)
     }
 
-    fn front(&self) -> Option<Segment> {
-        self.segments().front().cloned()
+    /// The oldest segments, as many as fit in `max_bytes` (at least one, if any).
+    fn front(&self, max_bytes: u64) -> Vec<Segment> {
+        let q = self.segments();
+        let mut out: Vec<Segment> = Vec::new();
+        let mut bytes = 0;
+        for seg in q.iter() {
+            if !out.is_empty() && bytes + seg.bytes > max_bytes {
+                break;
+            }
+            bytes += seg.bytes;
+            out.push(seg.clone());
+        }
+        out
     }
 
-    /// Deletes the delivered (or refused) oldest segment.
-    fn pop(&self, seg: &Segment, s: &Shared) {
-        if let Err(e) = std::fs::remove_file(&seg.path) {
-            tracing::warn!(path = %seg.path.display(), error = %e, "cannot remove a delivered log segment");
+    /// Deletes delivered (or refused) oldest segments.
+    fn pop(&self, segs: &[Segment], s: &Shared) {
+        for seg in segs {
+            if let Err(e) = std::fs::remove_file(&seg.path) {
+                tracing::warn!(path = %seg.path.display(), error = %e, "cannot remove a delivered log segment");
+            }
+            let mut q = self.segments();
+            if q.front().is_some_and(|f| f.path == seg.path) {
+                q.pop_front();
+            }
+            let c = &s.counters;
+            c.disk_bytes.fetch_sub(seg.bytes, Ordering::Relaxed);
+            c.disk_records.fetch_sub(seg.records, Ordering::Relaxed);
         }
-        let mut q = self.segments();
-        if q.front().is_some_and(|f| f.path == seg.path) {
-            q.pop_front();
-        }
-        let c = &s.counters;
-        c.disk_bytes.fetch_sub(seg.bytes, Ordering::Relaxed);
-        c.disk_records.fetch_sub(seg.records, Ordering::Relaxed);
     }
 }
 
@@ -272,12 +288,18 @@ async fn deliver(
     client: &reqwest::Client,
     url: &str,
     token: Option<&str>,
-    seg: &Segment,
+    segs: &[Segment],
 ) -> Delivery {
-    let body = match tokio::fs::read(&seg.path).await {
-        Ok(b) => b,
-        Err(e) => return Delivery::Refused(format!("cannot read {}: {e}", seg.path.display())),
-    };
+    let mut body = Vec::with_capacity(segs.iter().map(|s| s.bytes as usize).sum());
+    for seg in segs {
+        match tokio::fs::read(&seg.path).await {
+            Ok(b) => body.extend_from_slice(&b),
+            Err(e) => {
+                return Delivery::Refused(format!("cannot read {}: {e}", seg.path.display()));
+            }
+        }
+    }
+    let records: u64 = segs.iter().map(|s| s.records).sum();
     let mut req = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
@@ -300,7 +322,7 @@ async fn deliver(
             .map_or(0, |a| a.len() as u64);
         let written = match (n("accepted"), n("duplicates")) {
             (Some(a), Some(d)) => a + d,
-            _ => seg.records.saturating_sub(refused),
+            _ => records.saturating_sub(refused),
         };
         return Delivery::Done { written, refused };
     }
@@ -321,26 +343,32 @@ async fn run_deliverer(
     s: Arc<Shared>,
 ) {
     let mut backoff = FIRST_BACKOFF;
+    // After a refusal of several joined segments, send one at a time to find the bad one.
+    let mut single = false;
     loop {
-        let Some(seg) = queue.front() else {
+        let segs = queue.front(if single { 0 } else { DELIVERY_BYTES });
+        if segs.is_empty() {
             if queue.batcher_done.load(Ordering::Acquire) {
                 return;
             }
             queue.ready.notified().await;
             continue;
-        };
-        match deliver(&client, &url, token.as_deref(), &seg).await {
+        }
+        match deliver(&client, &url, token.as_deref(), &segs).await {
             Delivery::Done { written, refused } => {
-                queue.pop(&seg, &s);
+                queue.pop(&segs, &s);
                 s.counters.written.fetch_add(written, Ordering::Relaxed);
                 if refused > 0 {
                     s.failed(refused, "the ingest server rejected invalid records");
                 }
                 backoff = FIRST_BACKOFF;
+                single = false;
             }
+            Delivery::Refused(_) if segs.len() > 1 => single = true,
             Delivery::Refused(why) => {
-                queue.pop(&seg, &s);
-                s.failed(seg.records, &why);
+                queue.pop(&segs, &s);
+                s.failed(segs.iter().map(|s| s.records).sum(), &why);
+                single = false;
             }
             Delivery::Retry(why) => {
                 s.counters.retries.fetch_add(1, Ordering::Relaxed);
