@@ -353,3 +353,45 @@ async fn remote_sink_counts_the_records_the_server_refuses() {
     );
     sink.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_bounded_when_the_ingest_server_hangs() {
+    // Accepts connections (the kernel's backlog) but never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let queue_dir = root.path().join("queue");
+    let sink = LogSink::start_with(
+        SinkTarget::Remote {
+            url: format!("http://{}", hung.local_addr().unwrap()),
+            token: None,
+            queue_dir: queue_dir.clone(),
+        },
+        SinkOptions {
+            close_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..10 {
+        sink.send(rec(&format!("hung-{i}")));
+    }
+    wait_for(10, "records on disk", || sink.queued() == 10).await;
+    let started = Instant::now();
+    sink.close().await.unwrap();
+    // The default delivery timeout is 10 s: close cut it to its own deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "close took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sink.written(), 0);
+    let on_disk: u64 = segments(&queue_dir)
+        .iter()
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_str().unwrap();
+            name.split_once('-').unwrap().1.parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(on_disk, 10, "what was not delivered stays queued");
+    drop(hung);
+}

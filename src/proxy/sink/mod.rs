@@ -131,6 +131,8 @@ struct Shared {
     closing: Notify,
     /// Set by `close`: the remote deliverer gives up at this instant.
     close_deadline: Mutex<Option<Instant>>,
+    /// Wakes the remote deliverer when `close` is called.
+    close_signal: Notify,
     opts: SinkOptions,
 }
 
@@ -159,11 +161,28 @@ impl Shared {
         }
     }
 
-    fn deadline_passed(&self) -> bool {
-        self.close_deadline
+    /// When `close` gives up on the remote queue, once it was called.
+    fn close_deadline(&self) -> Option<Instant> {
+        *self
+            .close_deadline
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Resolves at the close deadline (never, until `close` is called).
+    async fn until_close_deadline(&self) {
+        let deadline = match self.close_deadline() {
+            Some(d) => d,
+            None => {
+                self.close_signal.notified().await;
+                self.close_deadline().unwrap_or_else(Instant::now)
+            }
+        };
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+
+    fn deadline_passed(&self) -> bool {
+        self.close_deadline().is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -200,6 +219,7 @@ impl LogSink {
             remote: matches!(target, SinkTarget::Remote { .. }),
             closing: Notify::new(),
             close_deadline: Mutex::new(None),
+            close_signal: Notify::new(),
             opts,
         });
         let tasks = match target {
@@ -339,6 +359,7 @@ impl LogSink {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + s.opts.close_timeout);
         s.closing.notify_one();
+        s.close_signal.notify_one();
         let tasks = std::mem::take(&mut *self.inner.tasks.lock().await);
         for t in tasks {
             t.await

@@ -347,6 +347,14 @@ async fn run_deliverer(
     let mut single = false;
     loop {
         let segs = queue.front(if single { 0 } else { DELIVERY_BYTES });
+        let closed = queue.batcher_done.load(Ordering::Acquire);
+        if closed && !segs.is_empty() && s.deadline_passed() {
+            tracing::warn!(
+                records = s.counters.disk_records.load(Ordering::Relaxed),
+                "proxy log queue: not delivered by the end of shutdown; the records stay on disk for the next start"
+            );
+            return;
+        }
         if segs.is_empty() {
             if queue.batcher_done.load(Ordering::Acquire) {
                 return;
@@ -354,7 +362,12 @@ async fn run_deliverer(
             queue.ready.notified().await;
             continue;
         }
-        match deliver(&client, &url, token.as_deref(), &segs).await {
+        // While closing, no delivery outlives the close deadline.
+        let delivery = tokio::select! {
+            d = deliver(&client, &url, token.as_deref(), &segs) => d,
+            () = s.until_close_deadline() => Delivery::Retry("shutdown deadline reached".into()),
+        };
+        match delivery {
             Delivery::Done { written, refused } => {
                 queue.pop(&segs, &s);
                 s.counters.written.fetch_add(written, Ordering::Relaxed);
@@ -372,23 +385,12 @@ async fn run_deliverer(
             }
             Delivery::Retry(why) => {
                 s.counters.retries.fetch_add(1, Ordering::Relaxed);
-                if queue.batcher_done.load(Ordering::Acquire) && s.deadline_passed() {
-                    tracing::warn!(
-                        records = s.counters.disk_records.load(Ordering::Relaxed),
-                        "proxy log queue: ingest server unreachable at shutdown; records stay on disk for the next start"
-                    );
-                    return;
-                }
                 if let Some(held) = s.counters.fail_warn.ready(s.epoch) {
                     tracing::warn!(error = %why, warnings_held_back = held, retry_in_ms = backoff.as_millis() as u64, "proxy log delivery failed; retrying");
                 }
                 let jitter = jitter_ms(backoff.as_millis() as u64 / 2);
                 let mut pause = backoff + Duration::from_millis(jitter);
-                if let Some(d) = *s
-                    .close_deadline
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                {
+                if let Some(d) = s.close_deadline() {
                     pause = pause.min(d.saturating_duration_since(Instant::now()));
                 }
                 tokio::time::sleep(pause).await;
