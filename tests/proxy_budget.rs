@@ -250,6 +250,15 @@ async fn seeding_counts_todays_spend_in_parquet_and_the_buffer() {
     let store = Store::open(loc, cfg, PriceCatalog::embedded().unwrap())
         .await
         .unwrap();
+    let (_, clock) = clock_at("2026-12-01T12:00:00Z");
+    let budgets = [
+        budget(Some("team"), None, 1.0, "reject"),
+        budget(None, Some("summarize"), 1.0, "reject"),
+    ];
+    // A fresh data dir: nothing spent yet.
+    let b = Budgets::with_clock(&budgets, clock.clone()).unwrap();
+    b.seed_from_store(&store).await.unwrap();
+    assert_eq!(b.usage("key:team").unwrap(), (Decimal::ZERO, Decimal::ZERO));
     let ingest = |lines: Vec<String>| {
         let body = lines.join("\n");
         let store = store.clone();
@@ -275,15 +284,6 @@ async fn seeding_counts_todays_spend_in_parquet_and_the_buffer() {
         canonical("b2", "2026-12-01T11:05:00Z", "other", "summarize", "0.5"),
     ])
     .await;
-    let (_, clock) = clock_at("2026-12-01T12:00:00Z");
-    let b = Budgets::with_clock(
-        &[
-            budget(Some("team"), None, 1.0, "reject"),
-            budget(None, Some("summarize"), 1.0, "reject"),
-        ],
-        clock,
-    )
-    .unwrap();
     b.seed_from_store(&store).await.unwrap();
     assert_eq!(b.usage("key:team").unwrap().0, d("0.4375"));
     assert_eq!(b.usage("task:summarize").unwrap().0, d("0.625"));
