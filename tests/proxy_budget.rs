@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use switchyard::config::{Budget, Config};
 use switchyard::formats::{self, Format};
 use switchyard::prices::PriceCatalog;
-use switchyard::proxy::budget::{Budgets, OnExceed, worst_case_cost};
+use switchyard::proxy::budget::{Admission, Budgets, OnExceed, worst_case_cost};
 use switchyard::store::{Location, Store, StoreConfig};
 
 use crate::common::{d, us};
@@ -330,4 +330,64 @@ fn worst_case_cost_takes_the_dearest_prices_and_the_output_limit() {
     );
     let msg = switchyard::proxy::budget::unpriced_message("no-such-model-xyz");
     assert!(msg.contains("no-such-model-xyz") && msg.contains("price"));
+}
+
+#[test]
+fn admit_decides_serve_reject_downgrade_and_unpriced() {
+    let cat = PriceCatalog::embedded().unwrap();
+    let b = Budgets::new(&[
+        budget(Some("team"), None, 0.01, "reject"),
+        budget(None, Some("chat"), 0.01, "downgrade:openai/gpt-4o-mini"),
+    ])
+    .unwrap();
+    let admit =
+        |key: &str, task: &str, model: &str| b.admit(&cat, key, task, model, 100, Some(500));
+    // No budget applies: served as asked, even unpriced.
+    let Admission::Serve {
+        model,
+        downgraded_by: None,
+        ..
+    } = admit("free", "free", "no-such-model-xyz")
+    else {
+        panic!("an uncovered request is served");
+    };
+    assert_eq!(model, "no-such-model-xyz");
+    // An unpriced model under a budget is refused, naming the model.
+    let Admission::Reject {
+        message,
+        budget: None,
+    } = admit("team", "x", "no-such-model-xyz")
+    else {
+        panic!("an unpriced model under a budget is refused");
+    };
+    assert!(message.contains("no-such-model-xyz"), "{message}");
+    // gpt-4o: 100 x 2.5 + 500 x 10 per million = 0.00525 USD worst case; one fits in 0.01.
+    let Admission::Serve { reservation, .. } = admit("team", "x", "openai/gpt-4o") else {
+        panic!("the first request fits");
+    };
+    assert_eq!(reservation.amount(), d("0.00525"));
+    let Admission::Reject { message, budget } = admit("team", "x", "openai/gpt-4o") else {
+        panic!("the second does not fit");
+    };
+    assert_eq!(budget.as_deref(), Some("key:team"));
+    assert!(message.contains("key:team"), "{message}");
+    reservation.settle(Some(d("0.004")));
+    // The task budget downgrades instead, and charges the cheaper model's reservation.
+    let Admission::Serve {
+        reservation: first, ..
+    } = admit("other", "chat", "openai/gpt-4o")
+    else {
+        panic!("fits");
+    };
+    let Admission::Serve {
+        model,
+        reservation,
+        downgraded_by,
+    } = admit("other", "chat", "openai/gpt-4o")
+    else {
+        panic!("a downgrade budget serves");
+    };
+    assert_eq!(model, "openai/gpt-4o-mini");
+    assert_eq!(downgraded_by.as_deref(), Some("task:chat"));
+    assert!(reservation.amount() > Decimal::ZERO && reservation.amount() < first.amount());
 }

@@ -84,6 +84,24 @@ impl fmt::Display for Exceeded {
     }
 }
 
+/// What [`Budgets::admit`] decided for a request.
+#[derive(Debug)]
+pub enum Admission {
+    /// Serve `model` (the requested one, or a budget's downgrade model, then `downgraded_by`
+    /// names that budget); settle `reservation` with the real cost afterwards.
+    Serve {
+        model: String,
+        reservation: Reservation,
+        downgraded_by: Option<String>,
+    },
+    /// Answer 429 with `message`; `budget` is the refusing budget (`None`: the model has no
+    /// price under a budget).
+    Reject {
+        message: String,
+        budget: Option<String>,
+    },
+}
+
 /// The message for a request to a model without a price while a budget applies.
 pub fn unpriced_message(model: &str) -> String {
     format!(
@@ -153,16 +171,23 @@ pub struct Budgets {
     inner: Arc<Inner>,
 }
 
-impl fmt::Debug for Budgets {
+impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.inner.entries.iter().map(|e| &e.name))
+            .entries(self.entries.iter().map(|e| &e.name))
             .finish()
+    }
+}
+
+impl fmt::Debug for Budgets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
     }
 }
 
 /// Spend held against the budgets for one request until it is settled.
 #[must_use = "settle the reservation with the request's real cost"]
+#[derive(Debug)]
 pub struct Reservation {
     budgets: Option<Arc<Inner>>,
     entries: Vec<usize>,
@@ -348,6 +373,56 @@ impl Budgets {
             amount,
             day: today,
         })
+    }
+
+    /// The whole admission decision for one request, as the module doc describes: no budget
+    /// applies → serve as asked; an unpriced model → reject; fits → serve with a reservation;
+    /// does not fit → reject, or serve the budget's downgrade model with a reservation for it
+    /// (an unpriced downgrade model reserves nothing; settle it with the real cost).
+    pub fn admit(
+        &self,
+        prices: &PriceCatalog,
+        key_id: &str,
+        task: &str,
+        model: &str,
+        prompt_tokens: u64,
+        max_output_tokens: Option<u64>,
+    ) -> Admission {
+        if !self.applies(key_id, task) {
+            return Admission::Serve {
+                model: model.to_string(),
+                reservation: Reservation::empty(),
+                downgraded_by: None,
+            };
+        }
+        let Some(worst) = worst_case_cost(prices, model, prompt_tokens, max_output_tokens) else {
+            return Admission::Reject {
+                message: unpriced_message(model),
+                budget: None,
+            };
+        };
+        match self.reserve(key_id, task, worst) {
+            Ok(reservation) => Admission::Serve {
+                model: model.to_string(),
+                reservation,
+                downgraded_by: None,
+            },
+            Err(e) => match e.action {
+                OnExceed::Reject => Admission::Reject {
+                    message: e.to_string(),
+                    budget: Some(e.budget),
+                },
+                OnExceed::Downgrade(cheap) => {
+                    let worst = worst_case_cost(prices, &cheap, prompt_tokens, max_output_tokens)
+                        .unwrap_or(Decimal::ZERO);
+                    Admission::Serve {
+                        reservation: self.reserve_downgraded(key_id, task, worst),
+                        model: cheap,
+                        downgraded_by: Some(e.budget),
+                    }
+                }
+            },
+        }
     }
 
     /// Today's `(spent, outstanding reservations)` of a budget named `key:NAME` / `task:NAME`.
