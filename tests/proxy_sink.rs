@@ -11,6 +11,7 @@ use switchyard::proxy::sink::{LogSink, SinkOptions, SinkTarget, to_ndjson};
 use switchyard::query::{QueryConfig, QueryEngine};
 use switchyard::record::{CostSource, Item, Record};
 use switchyard::store::{Location, Store, StoreConfig};
+use tokio::sync::Notify;
 
 use crate::common::{Server, d, free_port, query_csv};
 
@@ -43,10 +44,14 @@ fn rec(id: &str) -> Record {
     }
 }
 
+/// Rows a flush takes; the store pushes back past twice that.
+const FLUSH_ROWS: usize = 500;
+
 async fn open_store(dir: &Path) -> Store {
     let loc = Location::open(dir.to_str().unwrap()).unwrap();
     let cfg = StoreConfig {
         wal_dir: Some(dir.join("wal")),
+        max_buffer_rows: FLUSH_ROWS,
         ..Default::default()
     };
     Store::open(loc, cfg, PriceCatalog::embedded().unwrap())
@@ -54,10 +59,52 @@ async fn open_store(dir: &Path) -> Store {
         .unwrap()
 }
 
-async fn count_in(store: &Store) -> (i64, i64) {
+/// Stalls the store as flushes that do not keep up do: the buffer is filled to its
+/// back-pressure limit (twice the flush size) while no flusher runs, so every further commit
+/// waits for a flush. [`Stalled::release`] starts the flusher.
+struct Stalled {
+    store: Store,
+    fill: tokio::task::JoinHandle<()>,
+}
+
+impl Stalled {
+    async fn new(store: &Store) -> Stalled {
+        let n = 2 * FLUSH_ROWS;
+        let fill: Vec<Record> = (0..n).map(|i| rec(&format!("fill-{i}"))).collect();
+        let body = to_ndjson(&fill).unwrap();
+        let st = store.clone();
+        let fill = tokio::spawn(async move {
+            let out = st.ingest(formats::parse_body(&body, Format::Auto, 0)).await;
+            assert_eq!(out.unwrap().accepted, 2 * FLUSH_ROWS);
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count_in(store, "fill-%").await.0 < n as i64 {
+            assert!(Instant::now() < deadline, "the store never filled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Stalled {
+            store: store.clone(),
+            fill,
+        }
+    }
+
+    /// Starts the flusher; returns its stop handle and task.
+    async fn release(self) -> (std::sync::Arc<Notify>, tokio::task::JoinHandle<()>) {
+        let stop = std::sync::Arc::new(Notify::new());
+        let flusher = tokio::spawn(self.store.clone().run_flusher(stop.clone()));
+        self.fill.await.unwrap();
+        (stop, flusher)
+    }
+}
+
+/// Rows and distinct ids among the store's requests whose id is `LIKE pattern`.
+async fn count_in(store: &Store, pattern: &str) -> (i64, i64) {
     let q = QueryEngine::new(store.clone(), QueryConfig::default()).unwrap();
     let r = q
-        .sql("SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM requests")
+        .sql(&format!(
+            "SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM requests \
+             WHERE request_id LIKE '{pattern}'"
+        ))
         .await
         .unwrap();
     let row = &switchyard::query::output::json_rows(&r).unwrap()[0];
@@ -86,9 +133,7 @@ async fn sends_never_wait_for_a_stalled_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).await;
     let sink = LogSink::start(SinkTarget::Store(store.clone())).unwrap();
-    // A stalled store: while a reader holds the buffer's lock no commit can finish (as during
-    // a long query plan or a flush swapping files).
-    let stall = store.read_buffer().await;
+    let stall = Stalled::new(&store).await;
     let s = sink.clone();
     let sent = tokio::time::timeout(
         Duration::from_secs(10),
@@ -108,18 +153,20 @@ async fn sends_never_wait_for_a_stalled_store() {
         "nothing can be written while the store is stalled"
     );
     assert_eq!(sink.dropped(), 0);
-    drop(stall);
+    let (stop, flusher) = stall.release().await;
     wait_for(30, "the queued records to be written", || {
         sink.written() == 5000
     })
     .await;
     sink.close().await.unwrap();
-    assert_eq!(count_in(&store).await, (5000, 5000));
+    assert_eq!(count_in(&store, "stall-%").await, (5000, 5000));
     assert_eq!(
         metric(&sink, "switchyard_proxy_log_records_written_total"),
         5000.0
     );
     assert_eq!(metric(&sink, "switchyard_proxy_log_queue_depth"), 0.0);
+    stop.notify_one();
+    flusher.await.unwrap();
     store.close().await.unwrap();
 }
 
@@ -134,11 +181,11 @@ async fn a_full_queue_drops_with_a_count_and_the_rest_is_written() {
         ..Default::default()
     };
     let sink = LogSink::start_with(SinkTarget::Store(store.clone()), opts).unwrap();
-    let stall = store.read_buffer().await;
+    let stall = Stalled::new(&store).await;
     for i in 0..100 {
         sink.send(rec(&format!("drop-{i}")));
         if i == 0 {
-            // Let the writer take the first batch and block on the stalled store.
+            // Let the writer take the first batch and wait on the stalled store.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -162,14 +209,16 @@ async fn a_full_queue_drops_with_a_count_and_the_rest_is_written() {
         metric(&sink, "switchyard_proxy_log_records_written_total"),
         0.0
     );
-    drop(stall);
+    let (stop, flusher) = stall.release().await;
     sink.close().await.unwrap();
     assert_eq!(sink.written(), queued);
     assert_eq!(sink.failed(), 0);
-    assert_eq!(count_in(&store).await.0, queued as i64);
+    assert_eq!(count_in(&store, "drop-%").await.0, queued as i64);
     // Closed: a late record is a counted drop, never silent.
     sink.send(rec("late"));
     assert_eq!(sink.dropped(), dropped + 1);
+    stop.notify_one();
+    flusher.await.unwrap();
     store.close().await.unwrap();
 }
 

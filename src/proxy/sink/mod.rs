@@ -62,7 +62,8 @@ pub struct SinkOptions {
     pub close_timeout: Duration,
     /// Timeout of one delivery to the ingest server.
     pub request_timeout: Duration,
-    /// Longest pause between two delivery attempts (the backoff doubles up to it).
+    /// Longest pause between two attempts at writing a batch to the store or delivering it to
+    /// the ingest server (the backoff doubles up to it).
     pub max_backoff: Duration,
 }
 
@@ -409,8 +410,10 @@ async fn run_store(store: Store, mut rx: mpsc::Receiver<Record>, s: Arc<Shared>)
     }
 }
 
-/// Attempts at writing one batch before its records count as failed.
-const STORE_ATTEMPTS: u32 = 3;
+/// Attempts at writing one batch during `close` before its records count as failed. Before
+/// `close` a batch is retried until the store takes it (a store under back-pressure or
+/// briefly unavailable); meanwhile the channel fills and new records are counted drops.
+const CLOSING_ATTEMPTS: u32 = 3;
 
 async fn write_store(store: &Store, records: Vec<Record>, s: &Shared) {
     let n = records.len() as u64;
@@ -428,17 +431,16 @@ async fn write_store(store: &Store, records: Vec<Record>, s: &Shared) {
         Ok(Err(e)) => return s.failed(n, &e.to_string()),
         Err(e) => return s.failed(n, &format!("prepare task: {e}")),
     };
-    let mut prepared = Some(prepared);
     let mut delay = Duration::from_millis(100);
-    for attempt in 1..=STORE_ATTEMPTS {
-        let Some(p) = prepared.take() else { break };
-        // Keep a copy for a retry (cheap: Arrow arrays are shared).
-        let retry = crate::store::Prepared {
-            requests: p.requests.clone(),
-            feedback: p.feedback.clone(),
-            rejected: p.rejected.clone(),
+    let mut closing_attempts = 0;
+    loop {
+        // A copy for a retry (cheap: Arrow arrays are shared).
+        let attempt = crate::store::Prepared {
+            requests: prepared.requests.clone(),
+            feedback: prepared.feedback.clone(),
+            rejected: prepared.rejected.clone(),
         };
-        match store.commit(p).await {
+        let e = match store.commit(attempt).await {
             Ok(out) => {
                 let c = &s.counters;
                 c.written
@@ -451,13 +453,18 @@ async fn write_store(store: &Store, records: Vec<Record>, s: &Shared) {
                 }
                 return;
             }
-            Err(e) if attempt == STORE_ATTEMPTS => return s.failed(n, &e.to_string()),
-            Err(e) => {
-                tracing::debug!(error = %e, attempt, "proxy log batch not written; retrying");
-                prepared = Some(retry);
-                tokio::time::sleep(delay).await;
-                delay *= 4;
+            Err(e) => e,
+        };
+        if s.close_deadline().is_some() {
+            closing_attempts += 1;
+            if closing_attempts >= CLOSING_ATTEMPTS {
+                return s.failed(n, &e.to_string());
             }
         }
+        if let Some(held) = s.counters.fail_warn.ready(s.epoch) {
+            tracing::warn!(error = %e, records = n, warnings_held_back = held, retry_in_ms = delay.as_millis() as u64, "proxy log batch not written yet; retrying");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(s.opts.max_backoff);
     }
 }
