@@ -70,6 +70,8 @@ pub enum Command {
     /// Validate configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// A built-in OpenAI-compatible mock upstream for tests, the demo and benchmarks.
+    MockUpstream(MockUpstreamArgs),
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +230,28 @@ pub struct GenerateArgs {
     /// Output file (default stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MockUpstreamArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "SWITCHYARD_MOCK_LISTEN", default_value = "127.0.0.1:7072")]
+    pub listen: SocketAddr,
+    /// Per-model profiles (JSON) merged over the built-in ones.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Total time of every non-streamed answer, ms, for every model.
+    #[arg(long)]
+    pub latency_ms: Option<u64>,
+    /// Time to the first streamed chunk, ms, for every model.
+    #[arg(long)]
+    pub ttft_ms: Option<u64>,
+    /// Token rate of every model (0 = answers at once).
+    #[arg(long)]
+    pub tokens_per_s: Option<f64>,
+    /// Seed of the per-task qualities and the simulated errors.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Subcommand)]

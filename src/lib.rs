@@ -25,6 +25,7 @@ pub mod formats;
 pub mod generate;
 pub mod http;
 pub mod metrics;
+pub mod mock;
 pub mod prices;
 pub mod proxy;
 pub mod query;

@@ -12,6 +12,7 @@ mod fuzz;
 mod generate;
 mod ingest_cli;
 mod ingest_http;
+mod mock_upstream;
 mod prices;
 mod proxy_budget;
 mod proxy_keys;

@@ -1,6 +1,7 @@
 //! The commands behind the CLI: each takes parsed arguments and returns an [`Outcome`].
 
 mod ingest;
+mod mock;
 mod recommend;
 mod serve;
 
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Evaluate(args) => recommend::evaluate_command(&g, &config, args).await,
         Command::Generate(args) => generate_command(args),
         Command::Prices(cmd) => prices_command(&g, cmd).await,
+        Command::MockUpstream(args) => mock::mock_upstream(args).await,
         Command::Config(ConfigCommand::Check) => {
             let origin = g
                 .config

@@ -60,7 +60,8 @@ pub async fn serve(g: &Global, config: &Config, args: ServeArgs) -> Result<Outco
     Ok(Outcome::Ok)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -246,3 +246,69 @@ pub fn generated_store(root: &Path, data_name: &str, gen_args: &[&str]) -> PathB
     ]);
     data
 }
+
+/// A running `switchyard mock-upstream` on 127.0.0.1:0, killed on drop.
+pub struct MockUpstream {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+impl MockUpstream {
+    /// Starts the mock with extra flags (e.g. `["--latency-ms", "0", "--ttft-ms", "0"]`).
+    pub fn start(extra: &[&str]) -> MockUpstream {
+        let mut child = Command::new(bin())
+            .args(["mock-upstream", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .expect("mock upstream exited before listening")
+            .unwrap();
+        let base = line
+            .strip_prefix("mock upstream listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        std::thread::spawn(move || for _ in lines {});
+        MockUpstream { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /mock/behaviour` with `patch`; panics unless accepted.
+    pub async fn behave(&self, c: &reqwest::Client, patch: Value) {
+        let r = c
+            .post(self.url("/mock/behaviour"))
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "behaviour {patch} refused");
+    }
+
+    /// `GET /mock/stats`.
+    pub async fn stats(&self, c: &reqwest::Client) -> Value {
+        c.get(self.url("/mock/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
