@@ -72,6 +72,59 @@ pub enum Command {
     Config(ConfigCommand),
     /// A built-in OpenAI-compatible mock upstream for tests, the demo and benchmarks.
     MockUpstream(MockUpstreamArgs),
+    /// OpenAI-compatible proxy that routes requests by a policy and logs every attempt.
+    Proxy(ProxyArgs),
+    /// Validate a policy file and put it in force on a running proxy.
+    Apply(ApplyArgs),
+}
+
+/// Tuning shared by `proxy` and `serve --proxy-listen`.
+#[derive(Debug, Args, Clone)]
+pub struct ProxyTuning {
+    /// Routing policy file (watched; reloaded on change). Default: the config's `[proxy] policy`.
+    #[arg(long, env = "SWITCHYARD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Send log records to this ingest server (`/v1/logs`) instead of the data dir.
+    #[arg(long, env = "SWITCHYARD_INGEST_URL")]
+    pub ingest_url: Option<String>,
+    /// Longest one request may take, all attempts and backoff included.
+    #[arg(long, env = "SWITCHYARD_PROXY_DEADLINE_MS", default_value_t = 120_000)]
+    pub deadline_ms: u64,
+    /// Extra passes over the candidate upstreams after all of them failed.
+    #[arg(long, env = "SWITCHYARD_PROXY_RETRIES", default_value_t = 1)]
+    pub retries: u32,
+    /// First backoff between passes (doubled each pass, with jitter).
+    #[arg(long, env = "SWITCHYARD_PROXY_BACKOFF_MS", default_value_t = 50)]
+    pub backoff_ms: u64,
+    /// Consecutive failures that open an upstream's circuit.
+    #[arg(long, env = "SWITCHYARD_PROXY_BREAKER_FAILURES", default_value_t = 3)]
+    pub breaker_failures: u32,
+    /// How long an open circuit skips its upstream before one probe is let through.
+    #[arg(long, env = "SWITCHYARD_PROXY_COOLDOWN_MS", default_value_t = 10_000)]
+    pub cooldown_ms: u64,
+    /// How often the policy file is checked for changes.
+    #[arg(long, env = "SWITCHYARD_PROXY_WATCH_MS", default_value_t = 500)]
+    pub watch_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on. Default: the config's `[proxy] listen`, else 127.0.0.1:7071.
+    #[arg(long, env = "SWITCHYARD_PROXY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tuning: ProxyTuning,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The policy file.
+    pub file: PathBuf,
+    /// Base URL of the running proxy, e.g. http://127.0.0.1:7071.
+    #[arg(long, env = "SWITCHYARD_PROXY_URL")]
+    pub proxy: String,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +151,11 @@ pub struct ServeArgs {
     /// Records the demo workload holds.
     #[arg(long, default_value_t = 200_000)]
     pub demo_requests: u64,
+    /// Also run the proxy on this address, logging into the same store.
+    #[arg(long, env = "SWITCHYARD_PROXY_LISTEN")]
+    pub proxy_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub proxy: ProxyTuning,
     #[command(flatten)]
     pub store: StoreArgs,
 }

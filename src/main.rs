@@ -8,7 +8,7 @@ use switchyard::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve(_)) {
+    if matches!(cli.command, Command::Serve(_) | Command::Proxy(_)) {
         limit_malloc_arenas();
     }
     init_tracing(cli.global.log_format);

@@ -2,6 +2,7 @@
 
 mod ingest;
 mod mock;
+mod proxy;
 mod recommend;
 mod serve;
 
@@ -55,6 +56,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Generate(args) => generate_command(args),
         Command::Prices(cmd) => prices_command(&g, cmd).await,
         Command::MockUpstream(args) => mock::mock_upstream(args).await,
+        Command::Proxy(args) => proxy::proxy_command(&g, &config, args).await,
+        Command::Apply(args) => proxy::apply_command(&config, args).await,
         Command::Config(ConfigCommand::Check) => {
             let origin = g
                 .config

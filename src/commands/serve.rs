@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::FutureExt as _;
 use tokio::sync::Notify;
 
 use super::{Outcome, load_catalog, query_config, store_config};
@@ -46,12 +47,31 @@ pub async fn serve(g: &Global, config: &Config, args: ServeArgs) -> Result<Outco
     let bound = listener.local_addr()?;
     let stop = Arc::new(Notify::new());
     let flusher = tokio::spawn(store.clone().run_flusher(stop.clone()));
+    let shutdown = shutdown_signal().shared();
     println!("switchyard listening on http://{bound}");
     tracing::info!(%bound, "listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    // The proxy in the same process, logging into the same store.
+    let proxy = match args.proxy_listen.or(config.proxy_listen) {
+        Some(addr) => {
+            let (p, sink) = super::proxy::build(config, &args.proxy, addr, &store).await?;
+            let task = tokio::spawn(crate::proxy::run(p, shutdown.clone()));
+            Some((task, sink))
+        }
+        None => None,
+    };
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| Error::Internal(format!("server: {e}")))?;
+        .map_err(|e| Error::Internal(format!("server: {e}")));
+    if let Some((task, sink)) = proxy {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "proxy failed"),
+            Err(e) => tracing::error!(error = %e, "proxy task failed"),
+            Ok(Ok(())) => {}
+        }
+        sink.close().await?;
+    }
+    served?;
     tracing::info!("shutting down: flushing buffered records");
     stop.notify_one();
     let _ = flusher.await;

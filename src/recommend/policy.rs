@@ -14,6 +14,7 @@ pub enum Scope {
 
 /// The `objective` block of a policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Objective {
     pub quality_target: f64,
     pub scope: Scope,
@@ -56,6 +57,7 @@ impl Default for Objective {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
     pub model: String,
     pub weight: f64,
@@ -64,6 +66,7 @@ pub struct Target {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Expected {
     pub cost_per_request_usd: Option<f64>,
     pub quality: Option<f64>,
@@ -72,6 +75,7 @@ pub struct Expected {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Evidence {
     pub samples: u64,
     pub current_model: String,
@@ -79,6 +83,7 @@ pub struct Evidence {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Route {
     pub task: String,
     pub targets: Vec<Target>,
@@ -88,13 +93,16 @@ pub struct Route {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DefaultRoute {
     pub targets: Vec<Target>,
     pub fallbacks: Vec<String>,
 }
 
-/// The routing policy file (SPEC: Policy file).
+/// The routing policy file (SPEC: Policy file). Unknown fields are errors: a misspelt key
+/// must not silently route traffic differently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub version: String,
     pub generated_at: String,
@@ -118,10 +126,53 @@ impl Policy {
             }
             Ok(())
         };
+        let mut tasks = std::collections::HashSet::new();
         for r in &self.routes {
+            if !tasks.insert(r.task.as_str()) {
+                return Err(crate::Error::Invalid(format!(
+                    "policy route {}: the task has more than one route",
+                    r.task
+                )));
+            }
             check(&r.task, &r.targets)?;
         }
         check("default", &self.default.targets)
+    }
+
+    /// Parses and validates a policy file's text.
+    pub fn parse(text: &[u8]) -> crate::Result<Policy> {
+        let p: Policy = serde_json::from_slice(text)
+            .map_err(|e| crate::Error::Invalid(format!("policy: {e}")))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Every model the policy may send traffic to (targets and fallbacks), with where it is.
+    pub fn models(&self) -> Vec<(&str, &str)> {
+        let mut out = Vec::new();
+        let routes = self
+            .routes
+            .iter()
+            .map(|r| (r.task.as_str(), &r.targets, &r.fallbacks))
+            .chain([("default", &self.default.targets, &self.default.fallbacks)]);
+        for (task, targets, fallbacks) in routes {
+            out.extend(targets.iter().map(|t| (task, t.model.as_str())));
+            out.extend(fallbacks.iter().map(|m| (task, m.as_str())));
+        }
+        out
+    }
+
+    /// [`Policy::validate`], and every model it names is served by some upstream.
+    pub fn validate_served(&self, serves: impl Fn(&str) -> bool) -> crate::Result<()> {
+        self.validate()?;
+        for (task, model) in self.models() {
+            if !serves(model) {
+                return Err(crate::Error::Invalid(format!(
+                    "policy route {task}: no upstream serves model {model:?}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+mod proxy;
+pub use proxy::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
