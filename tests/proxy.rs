@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::common::{self, MockUpstream, Proxy, chat_body, policy, upstream_toml};
+use crate::common::{self, MockUpstream, Proxy, chat_body, fast_mock, policy, upstream_toml};
 
 const MINI: &str = "openai/gpt-4o-mini";
 const BIG: &str = "openai/gpt-4o";
@@ -27,7 +27,7 @@ pub fn sse_data(body: &str) -> Vec<String> {
 #[tokio::test]
 async fn answers_carry_headers_and_cost() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let proxy = Proxy::start(dir.path(), &config(&mock), None, &[], &[]);
     let c = common::client();
     let mut body = chat_body(MINI, "Say hello");
@@ -36,7 +36,12 @@ async fn answers_carry_headers_and_cost() {
     assert_eq!(r.status(), 200);
     let h = r.headers().clone();
     let v: Value = r.json().await.unwrap();
-    assert!(h["x-switchyard-request-id"].to_str().unwrap().starts_with("sy-"));
+    assert!(
+        h["x-switchyard-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("sy-")
+    );
     assert_eq!(h["x-switchyard-model"], MINI);
     assert!(!h.contains_key("x-switchyard-policy-version"));
     let cost: f64 = h["x-switchyard-cost"].to_str().unwrap().parse().unwrap();
@@ -51,7 +56,7 @@ async fn answers_carry_headers_and_cost() {
 #[tokio::test]
 async fn streams_pass_through_with_usage_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let proxy = Proxy::start(dir.path(), &config(&mock), None, &[], &[]);
     let c = common::client();
 
@@ -89,14 +94,17 @@ async fn streams_pass_through_with_usage_only_when_asked() {
     assert_eq!(data.last().unwrap(), "[DONE]");
     let usage_chunk: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     let u = &usage_chunk["usage"];
-    assert!(u["completion_tokens"].as_i64().unwrap() > 0, "{usage_chunk}");
+    assert!(
+        u["completion_tokens"].as_i64().unwrap() > 0,
+        "{usage_chunk}"
+    );
     assert!(u["cost"].as_f64().unwrap() > 0.0, "{usage_chunk}");
 }
 
 #[tokio::test]
 async fn errors_keep_openai_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let cfg = format!("[server]\nmax_body_bytes = 2048\n\n{}", config(&mock));
     let proxy = Proxy::start(dir.path(), &cfg, None, &[], &[]);
     let c = common::client();
@@ -167,7 +175,7 @@ async fn errors_keep_openai_shape() {
 #[tokio::test]
 async fn models_health_metrics_and_embeddings() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let p = policy("v-models", &[], &[(MINI, 1.0)], &[BIG]);
     let proxy = Proxy::start(dir.path(), &config(&mock), Some(&p), &[], &[]);
     let c = common::client();
@@ -217,18 +225,27 @@ async fn models_health_metrics_and_embeddings() {
         .await
         .unwrap();
     assert!(m.contains("switchyard_proxy_requests_total 2"), "{m}");
-    assert!(m.contains("switchyard_proxy_upstream_open{upstream=\"mock\"} 0"), "{m}");
+    assert!(
+        m.contains("switchyard_proxy_upstream_open{upstream=\"mock\"} 0"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn serve_runs_the_proxy_into_its_store() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let cfg = dir.path().join("s.toml");
     std::fs::write(&cfg, config(&mock)).unwrap();
     let data = dir.path().join("data");
     let mut child = Command::new(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--config", cfg.to_str().unwrap()])
         .env_remove("SWITCHYARD_ADMIN_TOKEN")

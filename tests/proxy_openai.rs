@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::common::{self, MockUpstream, Proxy, upstream_toml};
+use crate::common::{self, Proxy, fast_mock, upstream_toml};
 
 const CHAT: &str = "openai/gpt-4o-mini";
 const EMBED: &str = "text-embedding-3-small";
@@ -16,9 +16,10 @@ const LIMITED: &str = "openai/gpt-4o";
 async fn the_openai_python_client_works_unmodified() {
     let python = std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".into());
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let c = common::client();
-    mock.behave(&c, json!({"model": LIMITED, "status": 429})).await;
+    mock.behave(&c, json!({"model": LIMITED, "status": 429}))
+        .await;
     let cfg = upstream_toml("mock", &mock.base, &[CHAT, EMBED, LIMITED]);
     let proxy = Proxy::start(dir.path(), &cfg, None, &["--retries", "0"], &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
@@ -44,11 +45,22 @@ async fn the_openai_python_client_works_unmodified() {
     assert_eq!(plain["header_model"], CHAT);
     let cost = plain["cost"].as_f64().unwrap();
     assert!(cost > 0.0, "{v}");
-    assert_eq!(plain["header_cost"].as_str().unwrap().parse::<f64>().unwrap(), cost);
+    assert_eq!(
+        plain["header_cost"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap(),
+        cost
+    );
 
     assert!(v["stream"]["chunks"].as_i64().unwrap() > 1, "{v}");
     assert!(!v["stream"]["text"].as_str().unwrap().is_empty(), "{v}");
-    assert_eq!(v["stream"]["usage"], json!([]), "usage chunk not asked for: {v}");
+    assert_eq!(
+        v["stream"]["usage"],
+        json!([]),
+        "usage chunk not asked for: {v}"
+    );
     let usage = v["stream_usage"]["usage"].as_array().unwrap();
     assert_eq!(usage.len(), 1, "{v}");
     assert!(usage[0]["completion_tokens"].as_i64().unwrap() > 0, "{v}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{self, MockUpstream, Proxy, chat_body, policy, upstream_toml};
+use crate::common::{self, Proxy, chat_body, fast_mock, policy, upstream_toml};
 
 const A: &str = "openai/gpt-4o";
 const B: &str = "openai/gpt-4o-mini";
@@ -44,7 +44,7 @@ async fn live_version(p: &Proxy, c: &reqwest::Client) -> String {
 #[tokio::test]
 async fn reloads_under_load_without_a_failed_request() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let cfg = upstream_toml("mock", &mock.base, &[A, B, C]);
     let proxy = Arc::new(Proxy::start(
         dir.path(),
@@ -63,7 +63,7 @@ async fn reloads_under_load_without_a_failed_request() {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let mut body = chat_body("auto", "hi");
-                if (n + w) % 3 == 0 {
+                if (n + w).is_multiple_of(3) {
                     body["stream"] = json!(true);
                 }
                 n += 1;
@@ -74,7 +74,10 @@ async fn reloads_under_load_without_a_failed_request() {
                 assert_eq!(status, 200, "{text}");
                 assert!(!text.contains("\"error\""), "{text}");
                 seen.push((
-                    h["x-switchyard-policy-version"].to_str().unwrap().to_string(),
+                    h["x-switchyard-policy-version"]
+                        .to_str()
+                        .unwrap()
+                        .to_string(),
                     h["x-switchyard-model"].to_str().unwrap().to_string(),
                 ));
             }
@@ -121,7 +124,7 @@ async fn reloads_under_load_without_a_failed_request() {
 #[tokio::test]
 async fn invalid_policies_are_refused_and_the_old_one_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let cfg = upstream_toml("mock", &mock.base, &[A, B]);
     let proxy = Proxy::start(
         dir.path(),
@@ -140,18 +143,39 @@ async fn invalid_policies_are_refused_and_the_old_one_stays() {
     let mut sum = policy("bad-sum", &[], &[(A, 0.5), (B, 0.4)], &[]);
     let (s, v) = put(&proxy, &c, &sum, Some(TOKEN)).await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("sum to 1"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("sum to 1"),
+        "{v}"
+    );
     assert_eq!(v["error"]["code"], "invalid_policy");
 
     sum["default"]["targets"][1]["weight"] = json!(0.5);
     sum["routing_mode"] = json!("fast");
     let (s, v) = put(&proxy, &c, &sum, Some(TOKEN)).await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("routing_mode"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("routing_mode"),
+        "{v}"
+    );
 
-    let (s, v) = put(&proxy, &c, &only("bad-model", "acme/not-served"), Some(TOKEN)).await;
+    let (s, v) = put(
+        &proxy,
+        &c,
+        &only("bad-model", "acme/not-served"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("acme/not-served"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("acme/not-served"),
+        "{v}"
+    );
 
     // A broken file on disk is refused too.
     std::fs::write(proxy.policy_path.as_ref().unwrap(), b"{\"version\": ").unwrap();
@@ -169,13 +193,16 @@ async fn invalid_policies_are_refused_and_the_old_one_stays() {
         .text()
         .await
         .unwrap();
-    assert!(m.contains("switchyard_proxy_policy_rejected_total 4"), "{m}");
+    assert!(
+        m.contains("switchyard_proxy_policy_rejected_total 4"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn apply_puts_a_policy_in_force() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let cfg = upstream_toml("mock", &mock.base, &[A, B]);
     let proxy = Proxy::start(
         dir.path(),
@@ -189,7 +216,11 @@ async fn apply_puts_a_policy_in_force() {
     std::fs::write(&file, serde_json::to_vec(&only("v-applied", B)).unwrap()).unwrap();
     let args = ["apply", file.to_str().unwrap(), "--proxy", &proxy.base];
     let out = common::run(&args, &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("v-applied"));
     assert_eq!(live_version(&proxy, &c).await, "v-applied");
     let r = proxy.chat(&c, &chat_body("auto", "hi"), &[]).await;
@@ -198,7 +229,11 @@ async fn apply_puts_a_policy_in_force() {
     // Without the token, and with a file the proxy refuses: a failure with the reason.
     let out = common::run(&args, &[]);
     assert!(!out.status.success());
-    std::fs::write(&file, serde_json::to_vec(&only("v-bad", "acme/nope")).unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&only("v-bad", "acme/nope")).unwrap(),
+    )
+    .unwrap();
     let out = common::run(&args, &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("acme/nope"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::common::{self, MockUpstream, Proxy, chat_body, policy, upstream_toml};
+use crate::common::{self, MockUpstream, Proxy, chat_body, fast_mock, policy, upstream_toml};
 
 const PRIMARY: &str = "openai/gpt-4o";
 const BACKUP: &str = "openai/gpt-4o-mini";
@@ -52,7 +52,7 @@ fn fallback_policy() -> Value {
 
 async fn served_by(proxy: &Proxy, c: &reqwest::Client, task: &str) -> (u16, String, String) {
     let r = proxy
-        .chat(&c, &chat_body("auto", "hi"), &[("x-switchyard-task", task)])
+        .chat(c, &chat_body("auto", "hi"), &[("x-switchyard-task", task)])
         .await;
     let status = r.status().as_u16();
     let model = r
@@ -71,9 +71,12 @@ async fn served_by(proxy: &Proxy, c: &reqwest::Client, task: &str) -> (u16, Stri
 #[tokio::test]
 async fn falls_back_on_each_failure_class() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
-    mock.behave(&common::client(), json!({"model": SLOW, "latency_ms": 3000}))
-        .await;
+    let mock = fast_mock();
+    mock.behave(
+        &common::client(),
+        json!({"model": SLOW, "latency_ms": 3000}),
+    )
+    .await;
     // One pass, no retries, a breaker that never opens: every request shows one fallback.
     let proxy = Proxy::start(
         dir.path(),
@@ -95,7 +98,11 @@ async fn falls_back_on_each_failure_class() {
     assert_eq!((s, model.as_str()), (200, BACKUP), "after a timeout");
     ids.push((id, 504));
     let (s, model, id) = served_by(&proxy, &c, "t-gone").await;
-    assert_eq!((s, model.as_str()), (200, BACKUP), "after a refused connection");
+    assert_eq!(
+        (s, model.as_str()),
+        (200, BACKUP),
+        "after a refused connection"
+    );
     ids.push((id, 502));
 
     let stats = mock.stats(&c).await;
@@ -153,7 +160,8 @@ fn proxy_exit(mut p: Proxy) -> bool {
 #[tokio::test]
 async fn no_fallback_once_a_stream_has_begun() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    // Chunks paced out, so the first ones reach the client before the upstream breaks.
+    let mock = MockUpstream::start(&["--ttft-ms", "0", "--tokens-per-s", "200"]);
     let c = common::client();
     mock.behave(&c, json!({"model": PRIMARY, "abort_after_chunks": 2}))
         .await;
@@ -173,16 +181,16 @@ async fn no_fallback_once_a_stream_has_begun() {
     assert_eq!(r.headers()["x-switchyard-model"], PRIMARY);
     let text = r.text().await.unwrap();
     let data = crate::proxy::sse_data(&text);
-    let chunks = data
-        .iter()
-        .filter(|d| d.contains("\"choices\""))
-        .count();
+    let chunks = data.iter().filter(|d| d.contains("\"choices\"")).count();
     assert_eq!(chunks, 2, "{text}");
     let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "upstream_stream_broken", "{text}");
     let stats = mock.stats(&c).await;
     assert_eq!(stats["requests"][PRIMARY], 1, "{stats}");
-    assert!(stats["requests"].get(BACKUP).is_none_or(|n| n == 0), "{stats}");
+    assert!(
+        stats["requests"].get(BACKUP).is_none_or(|n| n == 0),
+        "{stats}"
+    );
     assert!(proxy_exit(proxy));
     let rows = common::query_csv(
         &dir.path().join("data"),
@@ -194,7 +202,7 @@ async fn no_fallback_once_a_stream_has_begun() {
 #[tokio::test]
 async fn a_dead_upstream_is_skipped_during_cooldown_then_probed() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let c = common::client();
     let proxy = Proxy::start(
         dir.path(),
@@ -210,21 +218,28 @@ async fn a_dead_upstream_is_skipped_during_cooldown_then_probed() {
         ],
         &[],
     );
-    mock.behave(&c, json!({"model": PRIMARY, "status": 503})).await;
+    mock.behave(&c, json!({"model": PRIMARY, "status": 503}))
+        .await;
     for _ in 0..2 {
         assert_eq!(served_by(&proxy, &c, "t-primary").await.1, BACKUP);
     }
     let stats = mock.stats(&c).await;
     assert_eq!(stats["requests"][PRIMARY], 2, "{stats}");
     let m = metrics(&proxy, &c).await;
-    assert!(m.contains("switchyard_proxy_upstream_open{upstream=\"primary\"} 1"), "{m}");
+    assert!(
+        m.contains("switchyard_proxy_upstream_open{upstream=\"primary\"} 1"),
+        "{m}"
+    );
 
     // Open: primary is not called at all during the cooldown.
     for _ in 0..10 {
         assert_eq!(served_by(&proxy, &c, "t-primary").await.1, BACKUP);
     }
     let stats = mock.stats(&c).await;
-    assert_eq!(stats["requests"][PRIMARY], 2, "called during cooldown: {stats}");
+    assert_eq!(
+        stats["requests"][PRIMARY], 2,
+        "called during cooldown: {stats}"
+    );
 
     // Recovered upstream, cooldown over: one probe goes through and closes the circuit.
     c.post(mock.url("/mock/reset")).send().await.unwrap();
@@ -236,7 +251,10 @@ async fn a_dead_upstream_is_skipped_during_cooldown_then_probed() {
     let stats = mock.stats(&c).await;
     assert_eq!(stats["requests"][PRIMARY], 4, "{stats}");
     let m = metrics(&proxy, &c).await;
-    assert!(m.contains("switchyard_proxy_upstream_open{upstream=\"primary\"} 0"), "{m}");
+    assert!(
+        m.contains("switchyard_proxy_upstream_open{upstream=\"primary\"} 0"),
+        "{m}"
+    );
 }
 
 async fn metrics(p: &Proxy, c: &reqwest::Client) -> String {
@@ -252,11 +270,12 @@ async fn metrics(p: &Proxy, c: &reqwest::Client) -> String {
 #[tokio::test]
 async fn weights_hold_within_statistical_tolerance() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let c = common::client();
     let models = [(PRIMARY, 0.6), (BACKUP, 0.3), (SLOW, 0.1)];
     let p = policy("v-weights", &[], &models, &[]);
-    let proxy = Proxy::start(dir.path(), &config(&mock), Some(&p), &[], &[]);
+    let cfg = upstream_toml("mock", &mock.base, &[PRIMARY, BACKUP, SLOW]);
+    let proxy = Proxy::start(dir.path(), &cfg, Some(&p), &[], &[]);
     const N: usize = 2000;
     let counts: HashMap<String, usize> = futures::stream::iter(0..N)
         .map(|_| {

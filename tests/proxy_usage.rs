@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use serde_json::json;
 
-use crate::common::{self, MockUpstream, Proxy, chat_body, upstream_toml};
+use crate::common::{self, MockUpstream, Proxy, chat_body, fast_mock, upstream_toml};
 
 const MINI: &str = "openai/gpt-4o-mini";
-const ROUTER: &str = "anthropic/claude-3-5-haiku";
+const ROUTER: &str = "anthropic/claude-haiku-4-5";
 const BARE: &str = "openai/gpt-4o";
 
 fn config(mock: &MockUpstream) -> String {
@@ -20,11 +20,12 @@ fn config(mock: &MockUpstream) -> String {
 #[tokio::test]
 async fn every_streamed_request_is_priced() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockUpstream::start(&[]);
+    let mock = fast_mock();
     let c = common::client();
     mock.behave(&c, json!({"model": ROUTER, "report_cost": true}))
         .await;
-    mock.behave(&c, json!({"model": BARE, "usage": false})).await;
+    mock.behave(&c, json!({"model": BARE, "usage": false}))
+        .await;
     let mut proxy = Proxy::start(dir.path(), &config(&mock), None, &[], &[]);
     for i in 0..20 {
         let mut body = chat_body(MINI, "stream me");

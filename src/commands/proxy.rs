@@ -86,7 +86,10 @@ pub(super) async fn build(
         ));
     }
     let sink = LogSink::start(SinkTarget::Store(store.clone()))?;
-    Ok((assemble(config, t, listen, store, sink.clone()).await?, sink))
+    Ok((
+        assemble(config, t, listen, store, sink.clone()).await?,
+        sink,
+    ))
 }
 
 pub async fn proxy_command(g: &Global, config: &Config, args: ProxyArgs) -> Result<Outcome> {

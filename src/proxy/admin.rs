@@ -70,7 +70,9 @@ fn check_admin(p: &State, headers: &HeaderMap) -> Result<(), ProxyError> {
     if super::keys::ct_eq(given.as_bytes(), want.as_bytes()) {
         Ok(())
     } else {
-        Err(ProxyError::unauthorized("The admin token is missing or wrong"))
+        Err(ProxyError::unauthorized(
+            "The admin token is missing or wrong",
+        ))
     }
 }
 
@@ -89,8 +91,9 @@ pub async fn put_policy(Extract(p): Extract<State>, headers: HeaderMap, body: By
         return e.into_response();
     }
     match install(&p, &body) {
-        Ok(version) => axum::Json(serde_json::json!({"status": "ok", "version": &*version}))
-            .into_response(),
+        Ok(version) => {
+            axum::Json(serde_json::json!({"status": "ok", "version": &*version})).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -137,7 +140,9 @@ pub async fn watch_policy(p: State, path: PathBuf) {
                     tracing::info!(path = %path.display(), "policy file reloaded");
                 }
             }
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read the policy file"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the policy file")
+            }
         }
     }
 }

@@ -110,7 +110,10 @@ impl Failure {
         match self.body {
             Some(b) if body::upstream_error_message(&b).is_some() => (
                 self.status,
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 b,
             )
                 .into_response(),
@@ -136,8 +139,8 @@ async fn serve(
             "We could not parse the JSON body of your request: {e}"
         ))
     })?;
-    let head = RequestHead::read(&fields)
-        .map_err(|b| ProxyError::invalid(b.message).param(b.param))?;
+    let head =
+        RequestHead::read(&fields).map_err(|b| ProxyError::invalid(b.message).param(b.param))?;
     let Some(model) = head.model.clone() else {
         return Err(ProxyError::invalid("you must provide a model parameter").param(Some("model")));
     };
@@ -157,10 +160,14 @@ async fn serve(
     let mut reservation = None;
     if !p.budgets.is_empty() {
         let prompt = body::estimate_tokens(head.prompt_bytes) as u64;
-        match p
-            .budgets
-            .admit(&p.prices, &key_id, &task, &plan[0].0, prompt, head.max_tokens)
-        {
+        match p.budgets.admit(
+            &p.prices,
+            &key_id,
+            &task,
+            &plan[0].0,
+            prompt,
+            head.max_tokens,
+        ) {
             Admission::Serve {
                 model,
                 reservation: r,
@@ -481,8 +488,7 @@ fn answer(
                 .as_ref()
                 .and_then(|f| f.get("choices"))
                 .map_or(0, |c| c.get().len());
-            rec.metadata
-                .insert("usage_estimated".into(), "true".into());
+            rec.metadata.insert("usage_estimated".into(), "true".into());
             (
                 Usage {
                     prompt: body::estimate_tokens(ctx.head.prompt_bytes),
@@ -500,8 +506,8 @@ fn answer(
     if let Some(r) = reservation {
         r.settle(cost);
     }
-    rec.finish_reason = body::summarize_choices(fields.as_ref().and_then(|f| f.get("choices")))
-        .finish_reason;
+    rec.finish_reason =
+        body::summarize_choices(fields.as_ref().and_then(|f| f.get("choices"))).finish_reason;
     fill_usage(&mut rec, &usage, reported);
     rec.status = Some(200);
     rec.latency_ms = Some(ms(latency));

@@ -99,11 +99,9 @@ impl From<crate::Error> for ProxyError {
             crate::Error::Invalid(m) | crate::Error::Config(m) => ProxyError::invalid(m),
             crate::Error::Unauthorized => ProxyError::unauthorized("Invalid or missing token"),
             crate::Error::NotFound(m) => ProxyError::not_found(m),
-            crate::Error::TooLarge(m) => ProxyError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                m,
-            ),
+            crate::Error::TooLarge(m) => {
+                ProxyError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", m)
+            }
             other => ProxyError::internal(other.to_string()),
         }
     }

@@ -26,8 +26,8 @@ mod stream;
 mod upstream;
 
 pub use error::ProxyError;
-pub use sink::{LogSink, SinkTarget};
 pub use routing::AUTO;
 pub use server::{Options, Proxy, router, run};
+pub use sink::{LogSink, SinkTarget};
 pub use stream::{FINISH_CANCELLED, STATUS_CLIENT_CLOSED};
 pub use upstream::Breaker;

@@ -59,6 +59,9 @@ pub struct Live {
     default: Option<Compiled>,
 }
 
+/// The models to try for one request, in order, each with the route label that chose it.
+pub type Plan = Vec<(Arc<str>, Arc<str>)>;
+
 /// Route label of a model asked for by name.
 pub const ROUTE_MODEL: &str = "model";
 
@@ -107,7 +110,7 @@ impl Live {
     }
 
     /// The models to try for one request, in order, each with the rule that chose it.
-    pub fn plan(&self, task: &str, model: &str) -> Result<Vec<(Arc<str>, Arc<str>)>, ProxyError> {
+    pub fn plan(&self, task: &str, model: &str) -> Result<Plan, ProxyError> {
         let route = match self.routes.get(task) {
             Some(r) if model == AUTO || r.replaces.as_deref() == Some(model) => Some(r),
             _ if model == AUTO => self.default.as_ref(),

@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 
 use super::budget::Budgets;
 use super::keys::KeyRing;
-use super::sink::LogSink;
 use super::routing::Live;
+use super::sink::LogSink;
 use super::upstream::{Breaker, Upstreams};
 use super::{admin, chat, stats::Stats};
 use crate::config::Config;

@@ -34,11 +34,7 @@ impl Stats {
                 "Attempts after the first of a request.",
                 &self.fallbacks,
             ),
-            (
-                "failed",
-                "Requests answered with an error.",
-                &self.failed,
-            ),
+            ("failed", "Requests answered with an error.", &self.failed),
             (
                 "cancelled",
                 "Streams the client left before the end.",
@@ -54,7 +50,11 @@ impl Stats {
                 "Requests served by a budget's cheaper model.",
                 &self.downgraded,
             ),
-            ("policy_reloads", "Policies put in force.", &self.policy_reloads),
+            (
+                "policy_reloads",
+                "Policies put in force.",
+                &self.policy_reloads,
+            ),
             (
                 "policy_rejected",
                 "Policies refused as invalid.",

@@ -179,9 +179,7 @@ impl StreamLog {
                             self.reported = w.cost;
                         }
                         if self.client_usage {
-                            let with_cost = self
-                                .cost()
-                                .and_then(|c| body::usage_with_cost(u, c));
+                            let with_cost = self.cost().and_then(|c| body::usage_with_cost(u, c));
                             match with_cost {
                                 Some(uc) => {
                                     let mut v = Vec::with_capacity(ev.data.len() + 32);
@@ -225,7 +223,8 @@ impl StreamLog {
 
     fn cost(&self) -> Option<Decimal> {
         let (u, _) = self.usage();
-        self.reported.or_else(|| self.p.prices.cost(&self.model, &u))
+        self.reported
+            .or_else(|| self.p.prices.cost(&self.model, &u))
     }
 
     fn log(&mut self, status: i32, error: Option<String>) {
@@ -234,8 +233,7 @@ impl StreamLog {
         };
         let (usage, estimated) = self.usage();
         if estimated {
-            rec.metadata
-                .insert("usage_estimated".into(), "true".into());
+            rec.metadata.insert("usage_estimated".into(), "true".into());
         }
         fill_usage(&mut rec, &usage, self.reported);
         rec.status = Some(status);
@@ -246,7 +244,10 @@ impl StreamLog {
             self.finish_reason.take()
         };
         if let Some(r) = self.reservation.take() {
-            r.settle(self.reported.or_else(|| self.p.prices.cost(&self.model, &usage)));
+            r.settle(
+                self.reported
+                    .or_else(|| self.p.prices.cost(&self.model, &usage)),
+            );
         }
         rec.ttft_ms = Some(ms(self.ttft));
         rec.latency_ms = Some(ms(self.t0.elapsed()));

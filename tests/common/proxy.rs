@@ -7,7 +7,12 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-use super::bin;
+use super::{MockUpstream, bin};
+
+/// The mock upstream answering at once (no simulated latency): tests measure behaviour.
+pub fn fast_mock() -> MockUpstream {
+    MockUpstream::start(&["--latency-ms", "0", "--ttft-ms", "0", "--tokens-per-s", "0"])
+}
 
 /// The line the proxy prints once bound.
 pub const PROXY_LINE: &str = "switchyard proxy listening on ";
@@ -22,10 +27,13 @@ pub fn upstream_toml(name: &str, base_url: &str, models: &[&str]) -> String {
     )
 }
 
-/// A policy file: `routes` are `(task, [(model, weight)], [fallbacks], current_model)`.
+/// A route of [`policy`]: `(task, [(model, weight)], [fallbacks], current_model)`.
+pub type TestRoute<'a> = (&'a str, &'a [(&'a str, f64)], &'a [&'a str], &'a str);
+
+/// A policy file.
 pub fn policy(
     version: &str,
-    routes: &[(&str, &[(&str, f64)], &[&str], &str)],
+    routes: &[TestRoute<'_>],
     default: &[(&str, f64)],
     default_fallbacks: &[&str],
 ) -> Value {
