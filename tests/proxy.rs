@@ -180,14 +180,7 @@ async fn models_health_metrics_and_embeddings() {
     let proxy = Proxy::start(dir.path(), &config(&mock), Some(&p), &[], &[]);
     let c = common::client();
 
-    let v: Value = c
-        .get(proxy.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = proxy.get_json(&c, "/v1/models").await;
     assert_eq!(v["object"], "list");
     let ids: Vec<&str> = v["data"]
         .as_array()
@@ -216,14 +209,7 @@ async fn models_health_metrics_and_embeddings() {
 
     let h = c.get(proxy.url("/healthz")).send().await.unwrap();
     assert_eq!(h.status(), 200);
-    let m = c
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = proxy.metrics(&c).await;
     assert!(m.contains("switchyard_proxy_requests_total 2"), "{m}");
     assert!(
         m.contains("switchyard_proxy_upstream_open{upstream=\"mock\"} 0"),
@@ -308,4 +294,76 @@ async fn serve_runs_the_proxy_into_its_store() {
         .status()
         .unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn keys_and_budgets_hold_at_the_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = fast_mock();
+    let cfg = format!(
+        "{}\n[[key]]\nname = \"team-a\"\ntoken_env = \"PROXY_TEST_KEY_A\"\n\n\
+         [[budget]]\ntask = \"capped\"\ndaily_usd = 0.0\n\n\
+         [[budget]]\ntask = \"cheap\"\ndaily_usd = 0.0\non_exceed = \"downgrade:{MINI}\"\n",
+        config(&mock)
+    );
+    let mut proxy = Proxy::start(
+        dir.path(),
+        &cfg,
+        None,
+        &[],
+        &[("PROXY_TEST_KEY_A", "sk-team-a-123")],
+    );
+    let c = common::client();
+    let auth = ("authorization", "Bearer sk-team-a-123");
+    for h in [vec![], vec![("authorization", "Bearer sk-nope")]] {
+        let r = proxy.chat(&c, &chat_body(MINI, "hi"), &h).await;
+        assert_eq!(r.status(), 401);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
+    }
+    let r = proxy.chat(&c, &chat_body(MINI, "hi"), &[auth]).await;
+    assert_eq!(r.status(), 200);
+
+    let r = proxy
+        .chat(
+            &c,
+            &chat_body(MINI, "hi"),
+            &[auth, ("x-switchyard-task", "capped")],
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "insufficient_quota", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("task:capped"),
+        "{v}"
+    );
+
+    let r = proxy
+        .chat(
+            &c,
+            &chat_body(BIG, "hi"),
+            &[auth, ("x-switchyard-task", "cheap")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-model"], MINI);
+    let stats = mock.stats(&c).await;
+    assert!(stats["requests"].get(BIG).is_none(), "{stats}");
+
+    assert!(proxy.terminate().success());
+    let rows = common::query_csv(
+        &proxy.data_dir,
+        "SELECT key_id, task, model, route FROM requests ORDER BY task",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec!["team-a", "cheap", MINI, "budget-downgrade:task:cheap"],
+            vec!["team-a", "default", MINI, "model"],
+        ]
+    );
 }

@@ -20,7 +20,10 @@ async fn the_openai_python_client_works_unmodified() {
     let c = common::client();
     mock.behave(&c, json!({"model": LIMITED, "status": 429}))
         .await;
-    let cfg = upstream_toml("mock", &mock.base, &[CHAT, EMBED, LIMITED]);
+    let cfg = format!(
+        "{}\n[[budget]]\ntask = \"capped\"\ndaily_usd = 0.0\n",
+        upstream_toml("mock", &mock.base, &[CHAT, EMBED, LIMITED])
+    );
     let proxy = Proxy::start(dir.path(), &cfg, None, &["--retries", "0"], &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
     let base = proxy.base.clone();
@@ -79,6 +82,10 @@ async fn the_openai_python_client_works_unmodified() {
     assert_eq!(
         v["unknown_model"],
         json!({"class": "NotFoundError", "status": 404, "code": "model_not_found"})
+    );
+    assert_eq!(
+        v["over_budget"],
+        json!({"class": "RateLimitError", "status": 429, "code": "insufficient_quota"})
     );
     assert_eq!(v["limited_model"]["class"], "RateLimitError", "{v}");
     assert_eq!(v["limited_model"]["status"], 429, "{v}");

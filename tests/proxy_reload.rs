@@ -185,14 +185,7 @@ async fn invalid_policies_are_refused_and_the_old_one_stays() {
     let r = proxy.chat(&c, &chat_body("auto", "hi"), &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-switchyard-model"], A);
-    let m = c
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = proxy.metrics(&c).await;
     assert!(
         m.contains("switchyard_proxy_policy_rejected_total 4"),
         "{m}"

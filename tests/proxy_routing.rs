@@ -225,7 +225,7 @@ async fn a_dead_upstream_is_skipped_during_cooldown_then_probed() {
     }
     let stats = mock.stats(&c).await;
     assert_eq!(stats["requests"][PRIMARY], 2, "{stats}");
-    let m = metrics(&proxy, &c).await;
+    let m = proxy.metrics(&c).await;
     assert!(
         m.contains("switchyard_proxy_upstream_open{upstream=\"primary\"} 1"),
         "{m}"
@@ -250,21 +250,11 @@ async fn a_dead_upstream_is_skipped_during_cooldown_then_probed() {
     }
     let stats = mock.stats(&c).await;
     assert_eq!(stats["requests"][PRIMARY], 4, "{stats}");
-    let m = metrics(&proxy, &c).await;
+    let m = proxy.metrics(&c).await;
     assert!(
         m.contains("switchyard_proxy_upstream_open{upstream=\"primary\"} 0"),
         "{m}"
     );
-}
-
-async fn metrics(p: &Proxy, c: &reqwest::Client) -> String {
-    c.get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -124,25 +124,11 @@ impl Server {
         .env_remove("SWITCHYARD_INGEST_TOKEN")
         .env_remove("SWITCHYARD_ADMIN_TOKEN")
         .env("SWITCHYARD_LOG", "warn")
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         for (k, v) in envs {
             c.env(k, v);
         }
-        let mut child = c.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("switchyard listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (child, base) = spawn_announced(c, "switchyard listening on ");
         Server {
             child,
             base,

@@ -57,6 +57,25 @@ pub fn policy(
     })
 }
 
+/// Spawns `c` with stdout piped, waits for the line starting with `prefix` and returns the
+/// child and the rest of that line; stdout is drained afterwards so the child never blocks.
+pub fn spawn_announced(mut c: Command, prefix: &str) -> (Child, String) {
+    let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let rest = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("exited before printing {prefix:?}"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, rest)
+}
+
 /// A running proxy, killed on drop.
 pub struct Proxy {
     pub child: Child,
@@ -101,24 +120,11 @@ impl Proxy {
             .env_remove("SWITCHYARD_INGEST_TOKEN")
             .env_remove("SWITCHYARD_ADMIN_TOKEN")
             .env("SWITCHYARD_LOG", "warn")
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in envs {
             c.env(k, v);
         }
-        let mut child = c.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("proxy exited before listening")
-                .unwrap();
-            if let Some(url) = line.strip_prefix(PROXY_LINE) {
-                break url.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let (child, base) = spawn_announced(c, PROXY_LINE);
         Proxy {
             child,
             base,
@@ -137,6 +143,18 @@ impl Proxy {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
+    }
+
+    /// `GET path` as JSON.
+    pub async fn get_json(&self, c: &reqwest::Client, path: &str) -> Value {
+        let r = c.get(self.url(path)).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
+    /// `GET /metrics`.
+    pub async fn metrics(&self, c: &reqwest::Client) -> String {
+        let r = c.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
     }
 
     /// `POST /v1/chat/completions` with `body` (and `headers`).

@@ -50,5 +50,12 @@ def error_of(model):
 
 
 out["unknown_model"] = error_of("acme/no-such-model")
+try:
+    client.chat.completions.create(
+        model=chat_model, messages=messages, extra_headers={"X-Switchyard-Task": "capped"}
+    )
+    out["over_budget"] = None
+except openai.APIStatusError as e:
+    out["over_budget"] = {"class": type(e).__name__, "status": e.status_code, "code": e.code}
 out["limited_model"] = error_of(limited_model)
 print(json.dumps(out))
