@@ -109,3 +109,57 @@ async fn a_client_leaving_mid_stream_is_logged_as_cancelled() {
     );
     assert_eq!(rows, vec![vec!["499", "cancelled", "true", "true", "true"]]);
 }
+
+#[tokio::test]
+async fn records_reach_a_remote_ingest_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = fast_mock();
+    let server = common::Server::start(&dir.path().join("central"), &[], &[]);
+    let mut proxy = Proxy::start(
+        dir.path(),
+        &config(&mock),
+        None,
+        &["--ingest-url", &server.base],
+        &[],
+    );
+    let c = common::client();
+    let mut ids = Vec::new();
+    for stream in [false, true] {
+        let mut body = chat_body(MINI, "remote");
+        body["stream"] = json!(stream);
+        let r = proxy.chat(&c, &body, &[("x-switchyard-task", "far")]).await;
+        assert_eq!(r.status(), 200);
+        ids.push(
+            r.headers()["x-switchyard-request-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        r.text().await.unwrap();
+    }
+    // Closing delivers what is queued.
+    assert!(proxy.terminate().success());
+    let rows = common::api_query(
+        &c,
+        &server,
+        "SELECT request_id, task, gateway, streamed FROM requests ORDER BY streamed",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                json!(ids[0]),
+                json!("far"),
+                json!("switchyard"),
+                json!(false)
+            ],
+            vec![
+                json!(ids[1]),
+                json!("far"),
+                json!("switchyard"),
+                json!(true)
+            ],
+        ]
+    );
+}

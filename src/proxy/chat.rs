@@ -218,9 +218,6 @@ async fn serve(
                     continue;
                 }
                 if attempt >= MAX_ATTEMPTS || Instant::now() >= ctx.deadline {
-                    if admit == Admit::Probe {
-                        p.upstreams.release_probe(ui);
-                    }
                     break 'passes;
                 }
                 attempt += 1;
@@ -272,7 +269,7 @@ async fn serve(
 /// The body for `model`: the client's bytes untouched when nothing changes.
 fn upstream_body(ctx: &Ctx, fields: &Fields<'_>, raw: &Bytes, model: &str) -> Bytes {
     let same_model = ctx.head.model.as_deref() == Some(model);
-    let want_usage = ctx.head.stream && !ctx.head.client_usage;
+    let want_usage = ctx.kind == Kind::Chat && ctx.head.stream && !ctx.head.client_usage;
     if same_model && !want_usage {
         return raw.clone();
     }

@@ -41,7 +41,6 @@ struct Health {
     consecutive: AtomicU32,
     open_until_ms: AtomicU64,
     open: AtomicBool,
-    probing: AtomicBool,
 }
 
 /// What a caller may do with an upstream right now.
@@ -159,18 +158,23 @@ impl Upstreams {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Whether upstream `i` may be called now.
+    /// Whether upstream `i` may be called now. Once an open circuit's cooldown is over, the
+    /// first caller moves the cooldown on and is the probe; a probe that never reports (its
+    /// client left) just means the next probe comes one cooldown later.
     pub fn admit(&self, i: usize) -> Admit {
         let h = &self.list[i].health;
         if !h.open.load(Ordering::Acquire) {
             return Admit::Yes;
         }
-        if self.now_ms() < h.open_until_ms.load(Ordering::Acquire) {
+        let until = h.open_until_ms.load(Ordering::Acquire);
+        let now = self.now_ms();
+        if now < until {
             return Admit::No;
         }
+        let next = now + self.breaker.cooldown.as_millis() as u64;
         match h
-            .probing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .open_until_ms
+            .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => Admit::Probe,
             Err(_) => Admit::No,
@@ -184,7 +188,6 @@ impl Upstreams {
             h.consecutive.store(0, Ordering::Relaxed);
             if h.open.load(Ordering::Acquire) {
                 h.open.store(false, Ordering::Release);
-                h.probing.store(false, Ordering::Release);
                 tracing::info!(upstream = %self.list[i].name, "upstream recovered: circuit closed");
             }
             return;
@@ -197,16 +200,10 @@ impl Upstreams {
                 Ordering::Release,
             );
             h.open.store(true, Ordering::Release);
-            h.probing.store(false, Ordering::Release);
             if !was_open {
                 tracing::warn!(upstream = %self.list[i].name, failures = n, "upstream failing: circuit open");
             }
         }
-    }
-
-    /// A probe that ended without a verdict (e.g. the client went away): let another through.
-    pub fn release_probe(&self, i: usize) {
-        self.list[i].health.probing.store(false, Ordering::Release);
     }
 
     /// `(name, open)` per upstream, for `/metrics`.
