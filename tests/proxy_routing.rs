@@ -303,3 +303,50 @@ async fn weights_hold_within_statistical_tolerance() {
         assert_eq!(stats["requests"][m], counts[m] as u64, "{stats}");
     }
 }
+
+#[tokio::test]
+async fn retries_back_off_within_the_request_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = fast_mock();
+    let c = common::client();
+    mock.behave(&c, json!({"model": PRIMARY, "status": 503}))
+        .await;
+    mock.behave(&c, json!({"model": BACKUP, "latency_ms": 5000}))
+        .await;
+    let proxy = Proxy::start(
+        dir.path(),
+        &config(&mock),
+        None,
+        &[
+            "--retries",
+            "2",
+            "--backoff-ms",
+            "100",
+            "--breaker-failures",
+            "1000",
+            "--deadline-ms",
+            "700",
+        ],
+        &[],
+    );
+    // Three passes over the one upstream of a named model, with 50-100 then 100-200 ms
+    // between them; the upstream's own 503 comes back.
+    let t = std::time::Instant::now();
+    let r = proxy.chat(&c, &chat_body(PRIMARY, "hi"), &[]).await;
+    let took = t.elapsed();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    assert_eq!(mock.stats(&c).await["requests"][PRIMARY], 3);
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+
+    // An upstream slower than the deadline: 504 once the deadline passes, not after 5 s.
+    let t = std::time::Instant::now();
+    let r = proxy.chat(&c, &chat_body(BACKUP, "hi"), &[]).await;
+    let took = t.elapsed();
+    assert_eq!(r.status(), 504);
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_millis(3000),
+        "{took:?}"
+    );
+}

@@ -13,6 +13,7 @@
 //! ```
 
 mod admin;
+mod attempt;
 mod body;
 pub mod budget;
 mod chat;

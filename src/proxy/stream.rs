@@ -18,9 +18,10 @@ use eventsource_stream::{Event as UpEvent, EventStreamError, Eventsource as _};
 use futures::{Stream, StreamExt as _};
 use rust_decimal::Decimal;
 
+use super::attempt::{Attempt, Failure, fill_usage, ms, timeout_failure};
 use super::body::{self, Fields, WireUsage};
 use super::budget::Reservation;
-use super::chat::{Attempt, Ctx, Failure, fill_usage, ms, timeout_failure};
+use super::chat::Ctx;
 use super::server::State;
 use super::stats::Stats;
 use crate::record::{Record, Usage};
