@@ -163,3 +163,30 @@ async fn records_reach_a_remote_ingest_server() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_client_leaving_before_the_answer_is_logged_as_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = fast_mock();
+    let c = common::client();
+    mock.behave(&c, json!({"model": MINI, "latency_ms": 3000}))
+        .await;
+    let mut proxy = Proxy::start(dir.path(), &config(&mock), None, &[], &[]);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat_body(MINI, "slow answer"))
+        .send()
+        .await;
+    assert!(r.unwrap_err().is_timeout());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(proxy.terminate().success());
+    let rows = common::query_csv(
+        &dir.path().join("data"),
+        "SELECT status, finish_reason, streamed, attempt FROM requests",
+    );
+    assert_eq!(rows, vec![vec!["499", "cancelled", "false", "1"]]);
+}

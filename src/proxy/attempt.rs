@@ -17,6 +17,34 @@ use super::error::ProxyError;
 use super::stream;
 use crate::record::{Record, Usage};
 
+/// An attempt's record until it is logged. Dropped unlogged — the client left while the
+/// upstream was still working on it — it is logged as cancelled (status 499).
+pub(super) struct Pending<'a> {
+    rec: Option<Record>,
+    ctx: &'a Ctx,
+    t0: Instant,
+}
+
+impl Pending<'_> {
+    /// The record, to log now.
+    pub(super) fn take(&mut self) -> Record {
+        self.rec.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.rec.take() {
+            rec.status = Some(stream::STATUS_CLIENT_CLOSED);
+            rec.finish_reason = Some(stream::FINISH_CANCELLED.into());
+            rec.error = Some("the client closed the connection before the answer".into());
+            rec.latency_ms = Some(ms(self.t0.elapsed()));
+            super::stats::Stats::inc(&self.ctx.p.stats.cancelled);
+            self.ctx.p.sink.send(rec);
+        }
+    }
+}
+
 /// The gateway name in the proxy's log records.
 pub const GATEWAY: &str = "switchyard";
 /// Largest error body read from an upstream.
@@ -146,7 +174,11 @@ pub(super) async fn call(
 ) -> Outcome {
     let up = &ctx.p.upstreams.list[a.ui];
     let t0 = Instant::now();
-    let rec = ctx.record(a, chrono::Utc::now().timestamp_micros());
+    let mut rec = Pending {
+        rec: Some(ctx.record(a, chrono::Utc::now().timestamp_micros())),
+        ctx,
+        t0,
+    };
     let budget = ctx.deadline.saturating_duration_since(t0).min(up.timeout);
     let url = match ctx.kind {
         Kind::Chat => up.chat_url.clone(),
@@ -169,8 +201,8 @@ pub(super) async fn call(
     }
     let sent = tokio::time::timeout(budget, req.send()).await;
     let resp = match sent {
-        Err(_) => return ctx.failed(a, rec, t0, timeout_failure(budget)),
-        Ok(Err(e)) => return ctx.failed(a, rec, t0, transport_failure(&e, budget)),
+        Err(_) => return ctx.failed(a, rec.take(), t0, timeout_failure(budget)),
+        Ok(Err(e)) => return ctx.failed(a, rec.take(), t0, transport_failure(&e, budget)),
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
@@ -187,11 +219,11 @@ pub(super) async fn call(
             message,
         };
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return ctx.failed(a, rec, t0, f);
+            return ctx.failed(a, rec.take(), t0, f);
         }
         // The request itself is wrong: another upstream would say the same.
         ctx.p.upstreams.report(a.ui, true);
-        let mut rec = rec;
+        let mut rec = rec.take();
         rec.status = Some(i32::from(status.as_u16()));
         rec.error = Some(f.message.clone());
         rec.latency_ms = Some(ms(t0.elapsed()));
@@ -204,17 +236,17 @@ pub(super) async fn call(
         return Outcome::Answer(r);
     }
     if streaming {
-        return match stream::start(ctx, a, rec, t0, budget, resp, reservation).await {
+        return match stream::start(ctx, a, &mut rec, t0, budget, resp, reservation).await {
             Ok(r) => Outcome::Answer(r),
-            Err((rec, f)) => ctx.failed(a, rec, t0, f),
+            Err(f) => ctx.failed(a, rec.take(), t0, f),
         };
     }
     let bytes = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => return ctx.failed(a, rec, t0, transport_failure(&e, budget)),
+        Err(e) => return ctx.failed(a, rec.take(), t0, transport_failure(&e, budget)),
     };
     ctx.p.upstreams.report(a.ui, true);
-    Outcome::Answer(answer(ctx, a, rec, t0, bytes, reservation.take()))
+    Outcome::Answer(answer(ctx, a, rec.take(), t0, bytes, reservation.take()))
 }
 
 /// A successful non-streamed answer: usage read, cost added, attempt logged.

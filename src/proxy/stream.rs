@@ -18,7 +18,7 @@ use eventsource_stream::{Event as UpEvent, EventStreamError, Eventsource as _};
 use futures::{Stream, StreamExt as _};
 use rust_decimal::Decimal;
 
-use super::attempt::{Attempt, Failure, fill_usage, ms, timeout_failure};
+use super::attempt::{Attempt, Failure, Pending, fill_usage, ms, timeout_failure};
 use super::body::{self, Fields, WireUsage};
 use super::budget::Reservation;
 use super::chat::Ctx;
@@ -46,34 +46,32 @@ fn failure(message: String) -> Failure {
 pub(super) async fn start(
     ctx: &Ctx,
     a: &Attempt,
-    rec: Record,
+    pending: &mut Pending<'_>,
     t0: Instant,
     budget: Duration,
     resp: reqwest::Response,
     reservation: &mut Option<Reservation>,
-) -> Result<Response, (Record, Failure)> {
+) -> Result<Response, Failure> {
     let mut events: Events = Box::pin(resp.bytes_stream().eventsource());
     let left = budget.saturating_sub(t0.elapsed());
     let first = match tokio::time::timeout(left, events.next()).await {
-        Err(_) => return Err((rec, timeout_failure(budget))),
+        Err(_) => return Err(timeout_failure(budget)),
         Ok(None) => {
-            return Err((
-                rec,
-                failure("upstream closed the stream before its first chunk".into()),
+            return Err(failure(
+                "upstream closed the stream before its first chunk".into(),
             ));
         }
         Ok(Some(Err(e))) => {
-            return Err((
-                rec,
-                failure(format!("upstream stream broke before its first chunk: {e}")),
-            ));
+            return Err(failure(format!(
+                "upstream stream broke before its first chunk: {e}"
+            )));
         }
         Ok(Some(Ok(ev))) => ev,
     };
     ctx.p.upstreams.report(a.ui, true);
     let log = StreamLog {
         p: ctx.p.clone(),
-        rec: Some(rec),
+        rec: Some(pending.take()),
         t0,
         ttft: t0.elapsed(),
         ui: a.ui,
