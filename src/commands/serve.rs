@@ -54,7 +54,9 @@ pub async fn serve(g: &Global, config: &Config, args: ServeArgs) -> Result<Outco
     let proxy = match args.proxy_listen.or(config.proxy_listen) {
         Some(addr) => {
             let (p, sink) = super::proxy::build(config, &args.proxy, addr, &store).await?;
-            let task = tokio::spawn(crate::proxy::run(p, shutdown.clone()));
+            // Bound here, so a taken address fails serve at start, not at shutdown.
+            let listener = crate::proxy::bind(addr).await?;
+            let task = tokio::spawn(crate::proxy::serve(p, listener, shutdown.clone()));
             Some((task, sink))
         }
         None => None,

@@ -28,7 +28,7 @@ mod upstream;
 
 pub use error::ProxyError;
 pub use routing::AUTO;
-pub use server::{Options, Proxy, router, run};
+pub use server::{Options, Proxy, bind, router, run, serve};
 pub use sink::{LogSink, SinkTarget};
 pub use stream::{FINISH_CANCELLED, STATUS_CLIENT_CLOSED};
 pub use upstream::Breaker;

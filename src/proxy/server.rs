@@ -118,16 +118,29 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
-/// Binds, prints `switchyard proxy listening on http://ADDR`, serves until `shutdown`
-/// resolves, then stops watching and lets in-flight requests finish.
+/// Binds the proxy's address.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {listen}: {e}")))
+}
+
+/// Binds, then [`serve`]s.
 pub async fn run(
     state: State,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let listen = state.opts.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {listen}: {e}")))?;
+    let listener = bind(state.opts.listen).await?;
+    serve(state, listener, shutdown).await
+}
+
+/// Prints `switchyard proxy listening on http://ADDR`, serves until `shutdown` resolves,
+/// then stops watching the policy file and lets in-flight requests finish.
+pub async fn serve(
+    state: State,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let bound = listener.local_addr()?;
     let watcher = state
         .opts
