@@ -362,6 +362,7 @@ async fn keys_and_budgets_hold_at_the_door() {
     assert_eq!(
         rows,
         vec![
+            vec!["team-a", "capped", MINI, "budget-reject:task:capped"],
             vec!["team-a", "cheap", MINI, "budget-downgrade:task:cheap"],
             vec!["team-a", "default", MINI, "model"],
         ]

@@ -199,7 +199,12 @@ pub(super) async fn call(
         // The whole exchange, body included, within the attempt's time.
         req = req.timeout(budget);
     }
-    let sent = tokio::time::timeout(budget, req.send()).await;
+    // reqwest's own timeout bounds a non-streamed exchange; a stream's headers get a timer.
+    let sent = if streaming {
+        tokio::time::timeout(budget, req.send()).await
+    } else {
+        Ok(req.send().await)
+    };
     let resp = match sent {
         Err(_) => return ctx.failed(a, rec.take(), t0, timeout_failure(budget)),
         Ok(Err(e)) => return ctx.failed(a, rec.take(), t0, transport_failure(&e, budget)),

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 
-use super::attempt::{Attempt, Failure, Outcome, call};
+use super::attempt::{Attempt, Failure, GATEWAY, Outcome, call};
 use super::body::{self, Fields, RequestHead};
 use super::budget::Admission;
 use super::error::ProxyError;
@@ -22,6 +22,7 @@ use super::routing::Live;
 use super::server::State;
 use super::stats::Stats;
 use super::upstream::Admit;
+use crate::record::Record;
 
 pub const H_REQUEST_ID: HeaderName = HeaderName::from_static("x-switchyard-request-id");
 pub const H_MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
@@ -145,8 +146,26 @@ async fn serve(
                     plan = vec![(Arc::from(model), Arc::from(format!("budget-downgrade:{b}")))];
                 }
             }
-            Admission::Reject { message, .. } => {
+            Admission::Reject { message, budget } => {
                 Stats::inc(&p.stats.rejected_budget);
+                // Logged too, so refusals show beside spend; no upstream was called.
+                p.sink.send(Record {
+                    request_id: p.request_id(),
+                    ts_us: chrono::Utc::now().timestamp_micros(),
+                    model: plan[0].0.to_string(),
+                    task: Some(task),
+                    gateway: Some(GATEWAY.to_string()),
+                    key_id: Some(key_id.to_string()),
+                    status: Some(429),
+                    error: Some(message.clone()),
+                    streamed: Some(head.stream),
+                    policy_version: live.version.as_deref().map(str::to_string),
+                    route: Some(format!(
+                        "budget-reject:{}",
+                        budget.as_deref().unwrap_or("unpriced")
+                    )),
+                    ..Record::default()
+                });
                 return Err(ProxyError::quota(message));
             }
         }
