@@ -285,8 +285,9 @@ async fn weights_hold_within_statistical_tolerance() {
             m
         })
         .await;
-    // Pearson's chi-square against the weights, 2 degrees of freedom: 13.82 is the 0.1%
-    // critical value, so a correct router fails this one run in a thousand.
+    // Pearson's chi-square against the weights, 2 degrees of freedom: 27.63 (= 2 ln 10^6) is the
+    // one-in-a-million critical value. A router off by 5 points on a weight scores about 50
+    // over these 2,000 requests, so the test still fails on a real error.
     let chi2: f64 = models
         .iter()
         .map(|(m, w)| {
@@ -295,7 +296,7 @@ async fn weights_hold_within_statistical_tolerance() {
             (seen - expected).powi(2) / expected
         })
         .sum();
-    assert!(chi2 < 13.82, "chi-square {chi2:.2} for counts {counts:?}");
+    assert!(chi2 < 27.63, "chi-square {chi2:.2} for counts {counts:?}");
     assert_eq!(counts.values().sum::<usize>(), N);
     // The mock saw the same split: the header names the model that really answered.
     let stats = mock.stats(&c).await;
