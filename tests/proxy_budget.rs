@@ -11,7 +11,7 @@ use switchyard::prices::PriceCatalog;
 use switchyard::proxy::budget::{Admission, Budgets, OnExceed, worst_case_cost};
 use switchyard::store::{Location, Store, StoreConfig};
 
-use crate::common::{d, us};
+use crate::common::{MockUpstream, Proxy, chat_body, d, fast_mock, query_csv, upstream_toml, us};
 
 fn budget(key: Option<&str>, task: Option<&str>, usd: f64, on_exceed: &str) -> Budget {
     Budget {
@@ -390,4 +390,154 @@ fn admit_decides_serve_reject_downgrade_and_unpriced() {
     assert_eq!(model, "openai/gpt-4o-mini");
     assert_eq!(downgraded_by.as_deref(), Some("task:chat"));
     assert!(reservation.amount() > Decimal::ZERO && reservation.amount() < first.amount());
+}
+
+// ---- end to end: the real proxy in front of the mock upstream ----
+
+const BIG: &str = "openai/gpt-4o";
+const MINI: &str = "openai/gpt-4o-mini";
+const TEAM_TOKEN: &str = "sk-team-search-7Qx";
+const MAX_TOKENS: u64 = 256;
+
+fn proxy_config(mock: &MockUpstream, daily_usd: &str, on_exceed: &str) -> String {
+    format!(
+        "{}\n[[key]]\nname = \"team-search\"\ntoken_env = \"SY_TEST_TEAM_TOKEN\"\n\n\
+         [[budget]]\nkey = \"team-search\"\ndaily_usd = {daily_usd}\non_exceed = \"{on_exceed}\"\n",
+        upstream_toml("mock", &mock.base, &[MINI, BIG])
+    )
+}
+
+/// 50 concurrent chat requests for BIG; each answer's status, serving model and body.
+async fn burst(proxy: &Proxy) -> Vec<(u16, String, serde_json::Value)> {
+    let c = crate::common::client();
+    let auth = format!("Bearer {TEAM_TOKEN}");
+    let calls = (0..50).map(|i| {
+        let (c, auth) = (c.clone(), auth.clone());
+        let mut body = chat_body(BIG, &format!("Summarise quarterly report number {i}"));
+        body["max_tokens"] = serde_json::json!(MAX_TOKENS);
+        async move {
+            let r = proxy.chat(&c, &body, &[("Authorization", &auth)]).await;
+            let status = r.status().as_u16();
+            let model = r
+                .headers()
+                .get("x-switchyard-model")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (status, model, r.json().await.unwrap())
+        }
+    });
+    futures::future::join_all(calls).await
+}
+
+/// The most one request may reserve: every byte of the body a prompt token.
+fn one_reservation() -> Decimal {
+    let body = chat_body(BIG, "Summarise quarterly report number 49").to_string();
+    worst_case_cost(
+        &PriceCatalog::embedded().unwrap(),
+        BIG,
+        body.len() as u64,
+        Some(MAX_TOKENS),
+    )
+    .unwrap()
+}
+
+fn logged(data: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
+    query_csv(data, sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_holds_a_reject_budget_under_50_concurrent_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = fast_mock();
+    let limit = "0.01";
+    let mut proxy = Proxy::start(
+        dir.path(),
+        &proxy_config(&mock, limit, "reject"),
+        None,
+        &[],
+        &[("SY_TEST_TEAM_TOKEN", TEAM_TOKEN)],
+    );
+    let answers = burst(&proxy).await;
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!(ok + refused.len(), 50, "only 200s and 429s: {answers:?}");
+    assert!(
+        ok >= 1 && !refused.is_empty(),
+        "{ok} served, {} refused",
+        refused.len()
+    );
+    for (_, _, body) in &refused {
+        let e = &body["error"];
+        assert!(
+            e["message"].as_str().unwrap().contains("key:team-search"),
+            "{body}"
+        );
+        assert_eq!(e["type"], "insufficient_quota", "{body}");
+        assert!(
+            e.get("type").is_some() && e.get("param").is_some() && e.get("code").is_some(),
+            "{body}"
+        );
+    }
+    assert!(proxy.terminate().success());
+    let rows = logged(
+        &proxy.data_dir,
+        "SELECT CAST(coalesce(sum(cost_usd), 0) AS VARCHAR), count(*) FILTER (WHERE status = 200) \
+         FROM requests WHERE key_id = 'team-search'",
+    );
+    let spent: Decimal = rows[0][0].parse().unwrap();
+    assert_eq!(rows[0][1], ok.to_string(), "every served request is logged");
+    assert!(
+        spent <= d(limit) + one_reservation(),
+        "logged spend {spent} above {limit} + one reservation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_downgrades_past_a_budget_under_50_concurrent_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = fast_mock();
+    let limit = "0.01";
+    let mut proxy = Proxy::start(
+        dir.path(),
+        &proxy_config(&mock, limit, &format!("downgrade:{MINI}")),
+        None,
+        &[],
+        &[("SY_TEST_TEAM_TOKEN", TEAM_TOKEN)],
+    );
+    let answers = burst(&proxy).await;
+    assert!(
+        answers.iter().all(|a| a.0 == 200),
+        "every request served: {answers:?}"
+    );
+    let big = answers.iter().filter(|a| a.1 == BIG).count();
+    let mini = answers.iter().filter(|a| a.1 == MINI).count();
+    assert_eq!(big + mini, 50);
+    assert!(
+        big >= 1 && mini >= 1,
+        "{big} at full price, {mini} downgraded"
+    );
+    assert!(proxy.terminate().success());
+    let rows = logged(
+        &proxy.data_dir,
+        &format!(
+            "SELECT CAST(coalesce(sum(cost_usd), 0) AS VARCHAR), count(*) FROM requests \
+             WHERE key_id = 'team-search' AND model = '{BIG}'"
+        ),
+    );
+    let spent: Decimal = rows[0][0].parse().unwrap();
+    assert!(
+        spent <= d(limit) + one_reservation(),
+        "full-price spend {spent} above {limit} + one reservation"
+    );
+    let marked = logged(
+        &proxy.data_dir,
+        &format!(
+            "SELECT count(*) FROM requests WHERE model = '{MINI}' AND route = 'budget-downgrade:key:team-search'"
+        ),
+    );
+    assert_eq!(
+        marked[0][0],
+        mini.to_string(),
+        "downgrades are marked in `route`"
+    );
 }

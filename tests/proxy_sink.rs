@@ -13,7 +13,13 @@ use switchyard::record::{CostSource, Item, Record};
 use switchyard::store::{Location, Store, StoreConfig};
 use tokio::sync::Notify;
 
-use crate::common::{Server, d, free_port, query_csv};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::common::{
+    MockUpstream, Proxy, Server, api_query, chat_body, client, d, fast_mock, free_port, query_csv,
+    upstream_toml,
+};
 
 /// A proxy attempt record, as the proxy fills it in.
 fn rec(id: &str) -> Record {
@@ -443,4 +449,168 @@ async fn close_is_bounded_when_the_ingest_server_hangs() {
         .sum();
     assert_eq!(on_disk, 10, "what was not delivered stays queued");
     drop(hung);
+}
+
+// ---- end to end: the real proxy in front of the mock upstream ----
+
+const MINI: &str = "openai/gpt-4o-mini";
+
+fn proxy_config(mock: &MockUpstream) -> String {
+    upstream_toml("mock", &mock.base, &[MINI])
+}
+
+/// `n` sequential chat requests; their request ids and latencies.
+async fn chats(proxy: &Proxy, n: usize) -> Vec<(String, Duration)> {
+    let c = client();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        let r = proxy
+            .chat(&c, &chat_body(MINI, &format!("log me {i}")), &[])
+            .await;
+        assert_eq!(r.status(), 200, "logging never fails a request");
+        let id = r.headers()["x-switchyard-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        r.bytes().await.unwrap();
+        out.push((id, started.elapsed()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_logs_survive_an_ingest_outage_and_a_proxy_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = fast_mock();
+    let port = free_port();
+    let ingest = format!("http://127.0.0.1:{port}");
+    let args = ["--ingest-url", ingest.as_str()];
+    // The ingest server is down: requests are served, their records queue on disk.
+    let mut proxy = Proxy::start(dir.path(), &proxy_config(&mock), None, &args, &[]);
+    let mut ids: Vec<String> = chats(&proxy, 20).await.into_iter().map(|r| r.0).collect();
+    assert!(proxy.terminate().success());
+    let queue = proxy.data_dir.join("proxy-queue");
+    assert!(!segments(&queue).is_empty(), "records wait on disk");
+    // Restarted, still down: more records join the queue.
+    let proxy = Proxy::start(dir.path(), &proxy_config(&mock), None, &args, &[]);
+    ids.extend(chats(&proxy, 10).await.into_iter().map(|r| r.0));
+    // The ingest server comes back: everything arrives, once.
+    let server = Server::start_on(
+        &format!("127.0.0.1:{port}"),
+        &dir.path().join("central"),
+        &[],
+        &[],
+    );
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        let rows = api_query(
+            &c,
+            &server,
+            "SELECT count(*), count(DISTINCT request_id) FROM requests",
+        )
+        .await;
+        if rows[0][0] == serde_json::json!(30) || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        rows,
+        vec![vec![serde_json::json!(30), serde_json::json!(30)]],
+        "none lost or doubled"
+    );
+    let got = api_query(
+        &c,
+        &server,
+        "SELECT request_id FROM requests ORDER BY request_id",
+    )
+    .await;
+    let mut got: Vec<String> = got
+        .into_iter()
+        .map(|r| r[0].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+    wait_for(10, "the delivered segments removed", || {
+        segments(&queue).is_empty()
+    })
+    .await;
+    drop(proxy);
+}
+
+/// An ingest server that takes `delay` to answer each `POST /v1/logs`, counting the ids.
+async fn slow_ingest(delay: Duration) -> (String, Arc<Mutex<HashSet<String>>>) {
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let ids = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/logs",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let ids = ids.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                let mut n = 0;
+                for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+                    ids.lock()
+                        .unwrap()
+                        .insert(v["request_id"].as_str().unwrap().to_string());
+                    n += 1;
+                }
+                axum::Json(serde_json::json!({"accepted": n, "duplicates": 0, "rejected": []}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_latency_does_not_wait_for_a_slow_log_store() {
+    // The log store takes 2 s to take each batch; requests never wait for it.
+    let stall = Duration::from_secs(2);
+    let (ingest, seen) = slow_ingest(stall).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = fast_mock();
+    let mut proxy = Proxy::start(
+        dir.path(),
+        &proxy_config(&mock),
+        None,
+        &["--ingest-url", &ingest],
+        &[],
+    );
+    let answered = chats(&proxy, 150).await;
+    let mut latencies: Vec<Duration> = answered.iter().map(|r| r.1).collect();
+    latencies.sort();
+    let (median, worst) = (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
+    eprintln!("proxied latency with a 2 s log store: median {median:?}, max {worst:?}");
+    assert!(
+        worst < stall / 2,
+        "a request waited for the log store: max {worst:?}, median {median:?}"
+    );
+    let mut m = String::new();
+    for _ in 0..200 {
+        m = proxy.metrics(&client()).await;
+        if m.contains("switchyard_proxy_log_records_written_total 150") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        m.contains("switchyard_proxy_log_records_written_total 150"),
+        "{m}"
+    );
+    assert!(proxy.terminate().success());
+    let seen = seen.lock().unwrap();
+    assert!(
+        answered.iter().all(|(id, _)| seen.contains(id)),
+        "every record delivered"
+    );
 }
