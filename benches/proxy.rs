@@ -215,8 +215,16 @@ fn litellm_python() -> Option<PathBuf> {
     (installed && ok(&py)).then_some(py)
 }
 
-/// LiteLLM's proxy (one worker) in front of the mock, logging each request to a file.
-fn start_litellm(dir: &Path, mock: &str) -> Option<(Proc, PathBuf)> {
+/// A fresh random master key for LiteLLM (it refuses to start without one).
+fn master_key() -> String {
+    let mut b = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+    format!("sk-{}", hex::encode(b))
+}
+
+/// LiteLLM's proxy (one worker) in front of the mock, logging each request to a file; the
+/// second value is its master key.
+fn start_litellm(dir: &Path, mock: &str) -> Option<(Proc, PathBuf, String)> {
     let py = litellm_python()?;
     let callback = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/litellm_callback.py");
     std::fs::copy(callback, dir.join("litellm_callback.py")).ok()?;
@@ -232,6 +240,8 @@ fn start_litellm(dir: &Path, mock: &str) -> Option<(Proc, PathBuf)> {
     )
     .ok()?;
     let port = free_port();
+    let key = master_key();
+    let errors = dir.join("litellm.stderr");
     let litellm = py.with_file_name("litellm");
     let child = Command::new(litellm)
         .arg("--config")
@@ -241,8 +251,9 @@ fn start_litellm(dir: &Path, mock: &str) -> Option<(Proc, PathBuf)> {
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .env("LITELLM_LOG", "ERROR")
         .env("BENCH_LITELLM_LOG", &log)
+        .env("LITELLM_MASTER_KEY", &key)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&errors).ok()?)
         .spawn()
         .ok()?;
     let p = Proc {
@@ -253,9 +264,15 @@ fn start_litellm(dir: &Path, mock: &str) -> Option<(Proc, PathBuf)> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if probe_ok(&health) {
-            return Some((p, log));
+            return Some((p, log, key));
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = std::fs::read_to_string(&errors).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+    eprintln!("LiteLLM stderr (last lines):");
+    for l in tail.iter().rev() {
+        eprintln!("  {l}");
     }
     None
 }
@@ -281,14 +298,17 @@ fn probe_ok(url: &str) -> bool {
 struct Target {
     name: &'static str,
     url: String,
+    /// `Authorization` header value.
+    auth: String,
     client: reqwest::Client,
 }
 
 impl Target {
-    fn new(name: &'static str, base: &str) -> Target {
+    fn new(name: &'static str, base: &str, token: &str) -> Target {
         Target {
             name,
             url: format!("{base}/v1/chat/completions"),
+            auth: format!("Bearer {token}"),
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(usize::MAX)
                 .pool_idle_timeout(Duration::from_secs(300))
@@ -305,7 +325,7 @@ impl Target {
             .client
             .post(&self.url)
             .header("content-type", "application/json")
-            .header("authorization", "Bearer bench-client")
+            .header("authorization", &self.auth)
             .body(body.clone())
             .send()
             .await;
@@ -461,12 +481,12 @@ fn main() {
         None
     };
 
-    let mut targets = vec![Target::new("direct", &mock.base)];
+    let mut targets = vec![Target::new("direct", &mock.base, "bench-client")];
     if let Some(p) = &sy {
-        targets.push(Target::new("switchyard", &p.base));
+        targets.push(Target::new("switchyard", &p.base, "bench-client"));
     }
-    if let Some((p, _)) = &ll {
-        targets.push(Target::new("litellm", &p.base));
+    if let Some((p, _, key)) = &ll {
+        targets.push(Target::new("litellm", &p.base, key));
     }
     let body = request_body();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -573,14 +593,14 @@ fn main() {
     if let Some(p) = &sy {
         println!("switchyard     {:>8.1} MB", peak_rss_mb(p.child.id()));
     }
-    if let Some((p, log)) = &ll {
+    if let Some((p, log, _)) = &ll {
         let logged = std::fs::read_to_string(log).map_or(0, |s| s.lines().count());
         println!(
             "litellm        {:>8.1} MB  ({logged} requests in its callback log)",
             peak_rss_mb(p.child.id())
         );
     }
-    if let (Some(s), Some((l, _))) = (&sy, &ll) {
+    if let (Some(s), Some((l, _, _))) = (&sy, &ll) {
         println!(
             "litellm / switchyard RSS: {:.1}x",
             peak_rss_mb(l.child.id()) / peak_rss_mb(s.child.id())
