@@ -454,6 +454,31 @@ fn open_loop(
     }
 }
 
+/// Closed loop with `conns` connections for `secs`: completed requests per second.
+async fn capacity(t: &Target, body: &bytes::Bytes, conns: usize, secs: u64) -> f64 {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..conns)
+        .map(|_| {
+            let (t, body) = (t.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    if t.send(&body).await {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for w in workers {
+        done += w.await.unwrap_or(0);
+    }
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
 fn q(h: &Histogram<u64>, quantile: f64) -> f64 {
     ms(h.value_at_quantile(quantile))
 }
@@ -592,6 +617,16 @@ fn main() {
     println!("mock upstream  {:>8.1} MB", peak_rss_mb(mock.child.id()));
     if let Some(p) = &sy {
         println!("switchyard     {:>8.1} MB", peak_rss_mb(p.child.id()));
+        // Its log pipeline's counters: every request logged, none dropped.
+        let metrics = rt.block_on(async {
+            let r = reqwest::get(format!("{}/metrics", p.base)).await.ok()?;
+            r.text().await.ok()
+        });
+        for line in metrics.unwrap_or_default().lines() {
+            if line.starts_with("switchyard_proxy_log_records_") {
+                println!("    {line}");
+            }
+        }
     }
     if let Some((p, log, _)) = &ll {
         let logged = std::fs::read_to_string(log).map_or(0, |s| s.lines().count());
@@ -605,5 +640,14 @@ fn main() {
             "litellm / switchyard RSS: {:.1}x",
             peak_rss_mb(l.child.id()) / peak_rss_mb(s.child.id())
         );
+    }
+
+    // Capacity: what the mock (and the proxy in front of it) complete with the load generator
+    // on the same two cores, so the open-loop rates above can be read against it
+    // (after the RSS figures, which are those of the open-loop load).
+    println!("\n== closed loop, 32 connections, {secs} s: completed requests/s ==");
+    for t in targets.iter().filter(|t| t.name != "litellm") {
+        let r = rt.block_on(capacity(t, &body, 32, secs));
+        println!("{:<12} {:>10.0}", t.name, r);
     }
 }
