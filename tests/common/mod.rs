@@ -5,7 +5,6 @@
 mod proxy;
 pub use proxy::*;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -246,25 +245,12 @@ pub struct MockUpstream {
 impl MockUpstream {
     /// Starts the mock with extra flags (e.g. `["--latency-ms", "0", "--ttft-ms", "0"]`).
     pub fn start(extra: &[&str]) -> MockUpstream {
-        let mut child = Command::new(bin())
-            .args(["mock-upstream", "--listen", "127.0.0.1:0"])
+        let mut c = Command::new(bin());
+        c.args(["mock-upstream", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("SWITCHYARD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .next()
-            .expect("mock upstream exited before listening")
-            .unwrap();
-        let base = line
-            .strip_prefix("mock upstream listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        std::thread::spawn(move || for _ in lines {});
+            .stderr(Stdio::inherit());
+        let (child, base) = spawn_announced(c, "mock upstream listening on ");
         MockUpstream { child, base }
     }
 
