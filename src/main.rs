@@ -12,6 +12,8 @@ fn main() -> ExitCode {
         limit_malloc_arenas();
     }
     init_tracing(cli.global.log_format);
+    // Fault injection for tests: configured only by the FAILPOINTS variable (store::faults).
+    let _faults = fail::FailScenario::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -26,3 +26,5 @@ mod readers;
 mod recommend;
 mod reports;
 mod schema;
+mod store_commit;
+mod store_power;

@@ -80,7 +80,8 @@ impl QueryEngine {
             .with_cache_manager(cache)
             .build_arc()?;
         let loc = store.location();
-        runtime.register_object_store(&loc.store_url, loc.store.clone());
+        // Reads go through the committed view: a flush or compaction is seen all or nothing.
+        runtime.register_object_store(&loc.store_url, loc.committed());
         Ok(QueryEngine {
             store,
             runtime,

@@ -1,19 +1,22 @@
 //! Small-file compaction and retention.
 //!
-//! Compaction merges a partition's small files into one: the merged file is written as
-//! `*.parquet.pending` and a journal naming inputs and output goes to `_compaction/`; under the
-//! buffer's write lock the output is renamed into place and the inputs deleted; then the
-//! journal goes. `recover` finishes or undoes whatever a crash interrupted, so no row is ever
-//! counted twice or lost.
+//! Compaction merges a partition's small files into one, through the commit protocol of
+//! `store::commit`: the merged file is written as `*.parquet.pending` and synced, one commit
+//! record names it and the inputs it supersedes, then it is renamed into place and the inputs
+//! deleted. Readers see the inputs or the merged file, never both; a crash at any step is
+//! finished or undone by recovery, so no row is ever counted twice or lost. It runs inside a
+//! flush, so only under the writer lock.
+//!
+//! `recover_journals` finishes compactions journaled by earlier releases (`_compaction/`).
 
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
-use object_store::{ObjectMeta, PutPayload};
+use object_store::{ObjectMeta, ObjectStore as _};
 use serde::{Deserialize, Serialize};
 
-use super::{Location, Store, parquet, part_paths, random_hex};
-use crate::error::{Error, Result};
+use super::{Location, Store, commit, faults, parquet, part_paths};
+use crate::error::Result;
 use crate::schema::Table;
 
 #[derive(Serialize, Deserialize)]
@@ -22,8 +25,8 @@ struct Journal {
     inputs: Vec<String>,
 }
 
-/// Finishes interrupted compactions and removes files of interrupted flushes.
-pub async fn recover(loc: &Location) -> Result<()> {
+/// Finishes compactions interrupted under the journal format of earlier releases.
+pub async fn recover_journals(loc: &Location) -> Result<()> {
     let store = &loc.store;
     let jdir = loc.path(&["_compaction"]);
     let journals: Vec<ObjectMeta> = store.list(Some(&jdir)).try_collect().await?;
@@ -45,15 +48,6 @@ pub async fn recover(loc: &Location) -> Result<()> {
         }
         store.delete(&j.location).await?;
     }
-    for table in Table::STORED {
-        let dir = loc.path(&[table.name()]);
-        let all: Vec<ObjectMeta> = store.list(Some(&dir)).try_collect().await?;
-        for m in all {
-            if m.location.as_ref().ends_with(".pending") {
-                store.delete(&m.location).await?;
-            }
-        }
-    }
     Ok(())
 }
 
@@ -74,7 +68,7 @@ fn table_of(loc: &Location, dir: &Path) -> Table {
 pub async fn compact_dir(store: &Store, dir: &Path) -> Result<usize> {
     let cfg = store.config();
     let loc = store.location();
-    let metas: Vec<ObjectMeta> = loc.store.list(Some(dir)).try_collect().await?;
+    let metas: Vec<ObjectMeta> = loc.committed().list(Some(dir)).try_collect().await?;
     let mut small: Vec<ObjectMeta> = metas
         .into_iter()
         .filter(|m| m.location.as_ref().ends_with(".parquet"))
@@ -113,23 +107,26 @@ async fn merge(store: &Store, table: Table, dir: &Path, inputs: &[ObjectMeta]) -
     // row group whatever the partition's size. The merged file is not declared sorted.
     let (output, tmp) = part_paths(dir, "-c");
     let paths: Vec<Path> = inputs.iter().map(|m| m.location.clone()).collect();
-    parquet::merge_files(&loc.store, table, &paths, &tmp).await?;
-    let journal = Journal {
-        output: output.to_string(),
-        inputs: inputs.iter().map(|m| m.location.to_string()).collect(),
+    let written = async {
+        faults::hit("store::compact::write").await?;
+        parquet::merge_files(&loc.store, table, &paths, &tmp).await?;
+        commit::sync(loc, std::slice::from_ref(&tmp), std::slice::from_ref(dir)).await?;
+        faults::hit("store::compact::commit").await
     };
-    let jpath = loc.path(&["_compaction", &format!("{}.json", random_hex())]);
-    let jbody = serde_json::to_vec(&journal).map_err(|e| Error::Internal(e.to_string()))?;
-    loc.store.put(&jpath, PutPayload::from(jbody)).await?;
-    {
-        let _readers_wait = store.commit_lock().await;
-        loc.store.rename(&tmp, &output).await?;
-        for m in inputs {
-            loc.store.delete(&m.location).await?;
-        }
+    if let Err(e) = written.await {
+        commit::discard(loc, std::slice::from_ref(&tmp)).await;
+        return Err(e);
     }
-    loc.store.delete(&jpath).await?;
-    Ok(())
+    let record = commit::Record {
+        publish: vec![commit::Publish {
+            pending: tmp.to_string(),
+            path: output.to_string(),
+        }],
+        supersede: paths.iter().map(|p| p.to_string()).collect(),
+        wal_upto: None,
+    };
+    let at = commit::commit(loc, &record).await?;
+    commit::apply(loc, &at, &record, None, commit::Step::Compaction).await
 }
 
 /// Deletes partitions whose date is older than `days` days before today (UTC).
@@ -150,11 +147,14 @@ pub async fn apply_retention(store: &Store, days: u32) -> Result<()> {
                 continue;
             };
             if date.as_str() < cutoff.as_str() {
-                let files: Vec<ObjectMeta> = loc.store.list(Some(&p)).try_collect().await?;
-                let _readers_wait = store.commit_lock().await;
-                for f in files {
-                    loc.store.delete(&f.location).await?;
-                }
+                // One commit per partition: readers see it whole or gone.
+                let files: Vec<ObjectMeta> = loc.committed().list(Some(&p)).try_collect().await?;
+                let record = commit::Record {
+                    supersede: files.iter().map(|f| f.location.to_string()).collect(),
+                    ..Default::default()
+                };
+                let at = commit::commit(loc, &record).await?;
+                commit::apply(loc, &at, &record, None, commit::Step::Compaction).await?;
                 tracing::info!(table = table.name(), %date, "retention: dropped partition");
             }
         }

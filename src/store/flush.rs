@@ -1,6 +1,7 @@
 //! Flushing: the buffer's rows, sorted by time, become one Parquet file per partition plus the
-//! day's rollups, written as `.pending` and renamed into place under the buffer's write lock,
-//! so readers see each row exactly once; then the WAL is trimmed and small files compacted.
+//! day's rollups, published in one commit (`store::commit`) that also drops them from the
+//! buffer, so readers see each row exactly once; then the WAL is trimmed and small files
+//! compacted.
 
 // A second `impl Store` block: the parent module's names are this file's vocabulary.
 use super::*;
@@ -29,98 +30,59 @@ impl Store {
         }
     }
 
-    /// Moves every buffered row into Parquet (one file per partition), then compacts the
-    /// partitions it wrote to and applies retention.
+    /// Moves every buffered row into Parquet (one file per partition, plus the day's
+    /// rollups) in one commit (see `store::commit`), then compacts the partitions it wrote
+    /// to and applies retention.
     pub async fn flush(&self) -> Result<FlushStats> {
         if self.inner.cfg.read_only {
             return Ok(FlushStats::default());
         }
         let _one = self.inner.flush_lock.lock().await;
+        let loc = &self.inner.loc;
+        let wal_dir = self.inner.cfg.wal_dir.as_deref();
+        // A commit whose last steps failed earlier is finished first.
+        commit::finish(loc, wal_dir).await?;
         let started = Instant::now();
         let snap = self.take_snapshot().await?;
         let (n_req, n_fb) = (snap.requests.len(), snap.feedback.len());
+        let written = self.write_pending(&snap).await?;
         let mut stats = FlushStats::default();
-        let mut pending: Vec<(Path, Path)> = Vec::new();
         let mut flushed_buckets: HashMap<i64, usize> = HashMap::new();
         let mut touched: std::collections::BTreeSet<Path> = Default::default();
-        for (table, batches) in [
-            (Table::Requests, &snap.requests),
-            (Table::Feedback, &snap.feedback),
-        ] {
-            if !parquet::any_rows(batches) {
-                continue;
+        for w in &written {
+            touched.insert(w.dir.clone());
+            // Rollup files summarise rows counted once already.
+            let Some(bucket) = w.bucket else { continue };
+            if w.table == Table::Requests {
+                *flushed_buckets.entry(bucket).or_default() += w.rows;
             }
-            let batches = batches.clone();
-            let sorted = tokio::task::spawn_blocking(move || parquet::sort_by_ts(&batches))
-                .await
-                .map_err(|e| Error::Internal(format!("sort task: {e}")))??;
-            // Rollups of the flushed requests, one file per day and rollup table.
-            let mut pieces: Vec<(Option<i64>, Table, String, String, RecordBatch)> = Vec::new();
-            if table == Table::Requests {
-                let all = sorted.clone();
-                let (hourly, latency) = tokio::task::spawn_blocking(move || {
-                    rollup::compute(std::slice::from_ref(&all))
-                })
-                .await
-                .map_err(|e| Error::Internal(format!("rollup task: {e}")))??;
-                for (t, b) in [
-                    (Table::RequestsHourly, hourly),
-                    (Table::LatencyHourly, latency),
-                ] {
-                    for (date, day) in rollup::split_days(&b) {
-                        pieces.push((None, t, date, String::new(), day));
-                    }
-                }
-            }
-            // Partitions are encoded and written in parallel, one task per core.
-            for (bucket, slice) in split_partitions(table, &sorted) {
-                let (date, hour) = partition_of(bucket * 3_600_000_000);
-                pieces.push((Some(bucket), table, date, hour, slice));
-            }
-            drop(sorted);
-            let jobs = pieces.into_iter().map(|(bucket, t, date, hour, slice)| {
-                let loc = self.inner.loc.clone();
-                async move {
-                    let rows = slice.num_rows();
-                    let dir = match t {
-                        Table::Requests => {
-                            loc.path(&[t.name(), &format!("date={date}"), &format!("hour={hour}")])
-                        }
-                        _ => loc.path(&[t.name(), &format!("date={date}")]),
-                    };
-                    let body = tokio::task::spawn_blocking(move || {
-                        parquet::encode(t, &[parquet::to_file_batch(t, &slice)?])
-                    })
-                    .await
-                    .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
-                    let (final_path, tmp) = part_paths(&dir, "");
-                    loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
-                    Ok::<_, Error>((bucket, rows, dir, tmp, final_path))
-                }
-            });
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let written: Vec<_> = futures::stream::iter(jobs)
-                .buffer_unordered(cores)
-                .try_collect()
-                .await?;
-            for (bucket, rows, dir, tmp, final_path) in written {
-                pending.push((tmp, final_path));
-                touched.insert(dir);
-                // Rollup files summarise rows counted once already.
-                let Some(bucket) = bucket else { continue };
-                if table == Table::Requests {
-                    *flushed_buckets.entry(bucket).or_default() += rows;
-                }
-                stats.rows += rows;
-                stats.files += 1;
-            }
+            stats.rows += w.rows;
+            stats.files += 1;
         }
-        // Commit: files become visible and rows leave the buffer in one step for readers.
-        {
-            let mut buf = self.inner.buffer.write().await;
-            for (tmp, fin) in &pending {
-                self.inner.loc.store.rename(tmp, fin).await?;
+        let record = commit::Record {
+            publish: written
+                .iter()
+                .map(|w| commit::Publish {
+                    pending: w.tmp.to_string(),
+                    path: w.path.to_string(),
+                })
+                .collect(),
+            supersede: Vec::new(),
+            wal_upto: snap.wal_seq,
+        };
+        let committed = if record.publish.is_empty() {
+            None
+        } else {
+            if let Some(lock) = &self.inner.lock
+                && let Err(e) = lock.check()
+            {
+                let tmps: Vec<Path> = written.iter().map(|w| w.tmp.clone()).collect();
+                commit::discard(loc, &tmps).await;
+                return Err(e);
             }
+            // The commit point, with the rows leaving the buffer in the same step for readers.
+            let mut buf = self.inner.buffer.write().await;
+            let at = commit::commit(loc, &record).await?;
             let drop_req: usize = buf.requests.drain(..n_req).map(|b| b.num_rows()).sum();
             let drop_fb: usize = buf.feedback.drain(..n_fb).map(|b| b.num_rows()).sum();
             buf.rows -= drop_req + drop_fb;
@@ -128,18 +90,31 @@ impl Store {
                 .metrics
                 .buffered_rows
                 .store(buf.rows as u64, Ordering::Relaxed);
-        }
-        if let (Some(seq), Some(dir)) = (snap.wal_seq, &self.inner.cfg.wal_dir) {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || Wal::remove_upto(&dir, seq))
-                .await
-                .map_err(|e| Error::Internal(format!("WAL cleanup task: {e}")))??;
-        }
+            Some(at)
+        };
         self.inner
             .dedupe
             .lock()
             .await
             .mark_flushed(&flushed_buckets);
+        match &committed {
+            Some(at) => commit::apply(loc, at, &record, wal_dir, commit::Step::Flush)
+                .await
+                .map_err(|e| {
+                    Error::Unavailable(format!(
+                        "flush committed, but finishing it failed (retried at the next flush): {e}"
+                    ))
+                })?,
+            // Nothing was buffered: the rotated segments hold no row that is not in Parquet.
+            None => {
+                if let (Some(seq), Some(dir)) = (snap.wal_seq, wal_dir) {
+                    let dir = dir.to_path_buf();
+                    tokio::task::spawn_blocking(move || Wal::remove_upto(&dir, seq))
+                        .await
+                        .map_err(|e| Error::Internal(format!("WAL cleanup task: {e}")))??;
+                }
+            }
+        }
         let m = &self.inner.metrics;
         if stats.rows > 0 {
             let us = started.elapsed().as_micros() as u64;
@@ -159,6 +134,122 @@ impl Store {
             compact::apply_retention(self, days).await?;
         }
         Ok(stats)
+    }
+
+    /// Writes a snapshot's rows as pending files (one per partition, plus rollups per day)
+    /// and syncs them; on failure removes the ones written.
+    async fn write_pending(&self, snap: &Snapshot) -> Result<Vec<Written>> {
+        let mut written: Vec<Written> = Vec::new();
+        let mut failed: Option<Error> = None;
+        for (table, batches) in [
+            (Table::Requests, &snap.requests),
+            (Table::Feedback, &snap.feedback),
+        ] {
+            if failed.is_some() || !parquet::any_rows(batches) {
+                continue;
+            }
+            match self.write_table(table, batches).await {
+                Ok((ok, err)) => {
+                    written.extend(ok);
+                    failed = err;
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        if failed.is_none() && !written.is_empty() {
+            let files: Vec<Path> = written.iter().map(|w| w.tmp.clone()).collect();
+            let dirs: Vec<Path> = written.iter().map(|w| w.dir.clone()).collect();
+            let synced = async {
+                faults::hit("store::flush::sync").await?;
+                commit::sync(&self.inner.loc, &files, &dirs).await?;
+                faults::hit("store::flush::commit").await
+            };
+            failed = synced.await.err();
+        }
+        if let Some(e) = failed {
+            let tmps: Vec<Path> = written.iter().map(|w| w.tmp.clone()).collect();
+            commit::discard(&self.inner.loc, &tmps).await;
+            return Err(e);
+        }
+        Ok(written)
+    }
+
+    /// One table's partition files (and, for requests, the rollups): the files written, and
+    /// the first error if some failed.
+    async fn write_table(
+        &self,
+        table: Table,
+        batches: &[RecordBatch],
+    ) -> Result<(Vec<Written>, Option<Error>)> {
+        let batches = batches.to_vec();
+        let sorted = tokio::task::spawn_blocking(move || parquet::sort_by_ts(&batches))
+            .await
+            .map_err(|e| Error::Internal(format!("sort task: {e}")))??;
+        // Rollups of the flushed requests, one file per day and rollup table.
+        let mut pieces: Vec<(Option<i64>, Table, String, String, RecordBatch)> = Vec::new();
+        if table == Table::Requests {
+            let all = sorted.clone();
+            let (hourly, latency) =
+                tokio::task::spawn_blocking(move || rollup::compute(std::slice::from_ref(&all)))
+                    .await
+                    .map_err(|e| Error::Internal(format!("rollup task: {e}")))??;
+            for (t, b) in [
+                (Table::RequestsHourly, hourly),
+                (Table::LatencyHourly, latency),
+            ] {
+                for (date, day) in rollup::split_days(&b) {
+                    pieces.push((None, t, date, String::new(), day));
+                }
+            }
+        }
+        for (bucket, slice) in split_partitions(table, &sorted) {
+            let (date, hour) = partition_of(bucket * 3_600_000_000);
+            pieces.push((Some(bucket), table, date, hour, slice));
+        }
+        drop(sorted);
+        // Partitions are encoded and written in parallel, one task per core.
+        let jobs = pieces.into_iter().map(|(bucket, t, date, hour, slice)| {
+            let loc = self.inner.loc.clone();
+            async move {
+                let rows = slice.num_rows();
+                let dir = match t {
+                    Table::Requests => {
+                        loc.path(&[t.name(), &format!("date={date}"), &format!("hour={hour}")])
+                    }
+                    _ => loc.path(&[t.name(), &format!("date={date}")]),
+                };
+                let body = tokio::task::spawn_blocking(move || {
+                    parquet::encode(t, &[parquet::to_file_batch(t, &slice)?])
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
+                faults::hit("store::flush::write").await?;
+                let (path, tmp) = part_paths(&dir, "");
+                loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
+                Ok::<_, Error>(Written {
+                    table: t,
+                    bucket,
+                    rows,
+                    dir,
+                    tmp,
+                    path,
+                })
+            }
+        });
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let results: Vec<Result<Written>> = futures::stream::iter(jobs)
+            .buffer_unordered(cores)
+            .collect()
+            .await;
+        let mut ok = Vec::with_capacity(results.len());
+        let mut err = None;
+        for r in results {
+            match r {
+                Ok(w) => ok.push(w),
+                Err(e) => err = err.or(Some(e)),
+            }
+        }
+        Ok((ok, err))
     }
 
     /// Runs the flusher until `shutdown` fires, then flushes what is left.
@@ -183,12 +274,23 @@ impl Store {
     /// Stops taking writes and flushes everything buffered to Parquet.
     pub async fn close(&self) -> Result<FlushStats> {
         self.inner.closed.store(true, Ordering::Release);
-        self.flush().await
+        let flushed = self.flush().await;
+        if let Some(lock) = &self.inner.lock {
+            lock.release().await;
+        }
+        flushed
     }
+}
 
-    pub(crate) async fn commit_lock(&self) -> tokio::sync::RwLockWriteGuard<'_, Buffer> {
-        self.inner.buffer.write().await
-    }
+/// One pending file a flush wrote.
+struct Written {
+    table: Table,
+    /// The hour bucket of a partition file; `None` for rollups.
+    bucket: Option<i64>,
+    rows: usize,
+    dir: Path,
+    tmp: Path,
+    path: Path,
 }
 
 /// Splits a `ts`-sorted table batch into runs of one partition each (hour for requests, day

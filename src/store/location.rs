@@ -41,7 +41,7 @@ impl Location {
         let store_url =
             url::Url::parse("file:///").map_err(|e| Error::Internal(format!("file URL: {e}")))?;
         Ok(Location {
-            store: Arc::new(LocalFileSystem::new()),
+            store: with_faults(Arc::new(LocalFileSystem::new())),
             prefix,
             store_url,
             local_dir: Some(abs),
@@ -64,7 +64,7 @@ impl Location {
         let store_url = url::Url::parse(&format!("s3://{bucket}"))
             .map_err(|e| Error::Config(format!("s3 bucket name {bucket:?}: {e}")))?;
         Ok(Location {
-            store: Arc::new(store),
+            store: with_faults(Arc::new(store)),
             prefix: Path::from(prefix.trim_matches('/')),
             store_url,
             local_dir: None,
@@ -89,6 +89,14 @@ impl Location {
         p
     }
 
+    /// The data dir as readers see it: commit records applied (see `store::commit`).
+    pub fn committed(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(super::view::CommittedStore::new(
+            self.store.clone(),
+            self.path(&[super::commit::COMMITS_DIR]),
+        ))
+    }
+
     /// The URL DataFusion lists a table directory by (ends with `/`).
     pub fn table_url(&self, dir: &str) -> String {
         let mut base = self.store_url.as_str().trim_end_matches('/').to_string();
@@ -97,5 +105,14 @@ impl Location {
         base.push_str(p.as_ref());
         base.push('/');
         base
+    }
+}
+
+/// The store behind the fault-injection points when `FAILPOINTS` is set, else as is.
+fn with_faults(store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+    if super::faults::configured() {
+        super::faults::FaultyStore::wrap(store)
+    } else {
+        store
     }
 }

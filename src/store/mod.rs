@@ -6,15 +6,21 @@
 //! ```
 //!
 //! A batch is acknowledged once its WAL entry is synced. The flusher rotates the WAL, writes
-//! the rotated rows as `*.parquet.pending` files, then, under the buffer's write lock, renames
-//! them to `*.parquet` and drops the rows from the buffer, so a query sees each row exactly
-//! once; only then are the rotated WAL segments deleted. After a crash, WAL replay skips rows
-//! whose ids already reached Parquet.
+//! the rotated rows as synced `*.parquet.pending` files, and commits them with one commit
+//! record written under the buffer's write lock as the rows leave the buffer, so a query sees
+//! each row exactly once; only then are the files renamed in and the rotated WAL segments
+//! deleted (`commit` has the protocol; `faults` the points where tests break it). A writable
+//! store holds the data dir's writer lock (`lock`). After a crash, recovery finishes or drops
+//! the interrupted commit, then WAL replay skips rows whose ids already reached Parquet.
 
+pub mod commit;
 pub mod dedupe;
+pub mod faults;
 pub mod location;
+pub mod lock;
 pub mod parquet;
 pub mod rollup;
+pub mod view;
 pub mod wal;
 
 mod compact;
@@ -29,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::PutPayload;
 use object_store::path::Path;
 use tokio::sync::{Notify, RwLock, oneshot};
@@ -190,6 +196,8 @@ struct Inner {
     flushed: Notify,
     metrics: Metrics,
     closed: AtomicBool,
+    /// The data dir's writer lock (`None` when read-only).
+    lock: Option<lock::WriterLock>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -228,9 +236,14 @@ impl Store {
     /// Opens the store: finishes interrupted compactions, removes unfinished files, replays
     /// the WAL into the buffer and starts the WAL writer.
     pub async fn open(loc: Location, cfg: StoreConfig, prices: PriceCatalog) -> Result<Store> {
-        if !cfg.read_only {
-            compact::recover(&loc).await?;
-        }
+        let lock = if cfg.read_only {
+            None
+        } else {
+            let lock = lock::WriterLock::acquire(&loc).await?;
+            compact::recover_journals(&loc).await?;
+            commit::recover(&loc, cfg.wal_dir.as_deref()).await?;
+            Some(lock)
+        };
         let (wal, replayed) = match cfg.wal_dir.as_ref().filter(|_| !cfg.read_only) {
             Some(dir) => {
                 let dir = dir.clone();
@@ -268,6 +281,7 @@ impl Store {
                 flushed: Notify::new(),
                 metrics: Metrics::default(),
                 closed: AtomicBool::new(false),
+                lock,
             }),
         };
         store.replay(replayed).await?;
@@ -388,8 +402,9 @@ impl Store {
                 .loc
                 .path(&["requests", &format!("date={date}"), &format!("hour={hour}")]);
         let mut keys = KeySet::default();
-        for f in parquet::list_files(&self.inner.loc.store, &dir).await? {
-            for b in parquet::read_key_columns(&self.inner.loc.store, &f, &[0]).await? {
+        let view = self.inner.loc.committed();
+        for f in parquet::list_files(&view, &dir).await? {
+            for b in parquet::read_key_columns(&view, &f, &[0]).await? {
                 if let Some(ids) = parquet::str_column(&b, 0) {
                     keys.extend(ids.iter().flatten().map(request_key));
                 }
@@ -405,8 +420,9 @@ impl Store {
         }
         let dir = self.inner.loc.path(&["feedback"]);
         let mut keys = KeySet::default();
-        for f in parquet::list_files(&self.inner.loc.store, &dir).await? {
-            for b in parquet::read_key_columns(&self.inner.loc.store, &f, &[0, 2, 4]).await? {
+        let view = self.inner.loc.committed();
+        for f in parquet::list_files(&view, &dir).await? {
+            for b in parquet::read_key_columns(&view, &f, &[0, 2, 4]).await? {
                 let (Some(ids), Some(metric), Some(src)) = (
                     parquet::str_column(&b, 0),
                     parquet::str_column(&b, 1),

@@ -1,0 +1,227 @@
+//! The data dir as readers must see it: an object store that applies the commit records (see
+//! [`super::commit`]) to every listing. A record's pending files are listed under their final
+//! names (and read from the pending name until renamed), the files it supersedes are hidden,
+//! so a listing shows each commit all or nothing. Queries, the dedupe index and compaction
+//! read through this view; writers use the raw store.
+//!
+//! A listing reads the files first and the records second: a record that appears in
+//! between is applied to the listing in full (its files are looked up if the listing missed
+//! them), and a record absent at the second read had not started renaming at the first.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
+
+use super::commit::{self, Record};
+
+/// A read view honouring commit records; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CommittedStore {
+    inner: Arc<dyn ObjectStore>,
+    commits_dir: Path,
+}
+
+impl fmt::Display for CommittedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommittedStore({})", self.inner)
+    }
+}
+
+fn view_err(e: crate::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "committed view",
+        source: Box::new(e),
+    }
+}
+
+fn not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl CommittedStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, commits_dir: Path) -> Self {
+        CommittedStore { inner, commits_dir }
+    }
+
+    async fn records(&self) -> object_store::Result<Vec<Record>> {
+        Ok(commit::list(self.inner.as_ref(), &self.commits_dir)
+            .await
+            .map_err(view_err)?
+            .into_iter()
+            .map(|s| s.record)
+            .collect())
+    }
+
+    /// Applies the records to a listing; `in_scope` says which final paths it covers.
+    async fn resolve(
+        &self,
+        listed: Vec<ObjectMeta>,
+        in_scope: impl Fn(&Path) -> bool,
+    ) -> object_store::Result<Vec<ObjectMeta>> {
+        let records = self.records().await?;
+        if records.is_empty() {
+            return Ok(listed);
+        }
+        let hidden: HashSet<&str> = records
+            .iter()
+            .flat_map(|r| r.supersede.iter().map(String::as_str))
+            .collect();
+        let finals: HashMap<&str, &str> = records
+            .iter()
+            .flat_map(|r| r.publish.iter())
+            .map(|p| (p.pending.as_str(), p.path.as_str()))
+            .collect();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut out = Vec::with_capacity(listed.len());
+        for mut m in listed {
+            let name = m.location.as_ref();
+            if hidden.contains(name) {
+                continue;
+            }
+            if let Some(fin) = finals.get(name) {
+                m.location = commit::parse_path(fin).map_err(view_err)?;
+            }
+            if seen.insert(m.location.to_string()) {
+                out.push(m);
+            }
+        }
+        for p in records.iter().flat_map(|r| r.publish.iter()) {
+            if seen.contains(&p.path) || hidden.contains(p.path.as_str()) {
+                continue;
+            }
+            let path = commit::parse_path(&p.path).map_err(view_err)?;
+            if !in_scope(&path) {
+                continue;
+            }
+            // Committed after the listing ran: found under either name.
+            let meta = match self.inner.head(&path).await {
+                Ok(m) => Some(m),
+                Err(e) if not_found(&e) => {
+                    let pending = commit::parse_path(&p.pending).map_err(view_err)?;
+                    match self.inner.head(&pending).await {
+                        Ok(m) => Some(m),
+                        Err(e) if not_found(&e) => self.inner.head(&path).await.ok(),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(mut m) = meta {
+                m.location = path;
+                seen.insert(p.path.clone());
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CommittedStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let first = self.inner.get_opts(location, options.clone()).await;
+        let Err(e) = &first else { return first };
+        if !not_found(e) {
+            return first;
+        }
+        // A committed file not yet renamed into place is read under its pending name.
+        let records = self.records().await?;
+        let Some(p) = records
+            .iter()
+            .flat_map(|r| r.publish.iter())
+            .find(|p| p.path == location.as_ref())
+        else {
+            return first;
+        };
+        let pending = commit::parse_path(&p.pending).map_err(view_err)?;
+        match self.inner.get_opts(&pending, options.clone()).await {
+            Ok(mut r) => {
+                r.meta.location = location.clone();
+                Ok(r)
+            }
+            // Renamed in the meantime.
+            Err(e) if not_found(&e) => self.inner.get_opts(location, options).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let this = self.clone();
+        let prefix = prefix.cloned();
+        futures::stream::once(async move {
+            let listed: Vec<ObjectMeta> = this.inner.list(prefix.as_ref()).try_collect().await?;
+            let scope = prefix.as_ref().map(|p| format!("{p}/"));
+            let out = this
+                .resolve(listed, |p| {
+                    scope.as_deref().is_none_or(|s| p.as_ref().starts_with(s))
+                })
+                .await?;
+            Ok::<_, object_store::Error>(futures::stream::iter(out.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let mut r = self.inner.list_with_delimiter(prefix).await?;
+        let dir = prefix.cloned().unwrap_or_default();
+        let objects = std::mem::take(&mut r.objects);
+        r.objects = self.resolve(objects, |p| commit::parent(p) == dir).await?;
+        Ok(r)
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
