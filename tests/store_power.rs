@@ -43,7 +43,11 @@ fn parse_trace(text: &str) -> Vec<Call> {
         let Some((name, args)) = full.split_once('(') else {
             continue;
         };
-        let Some((args, result)) = args.rsplit_once(") = ") else {
+        // `CALL(ARGS)   = RESULT`: strace pads before the `=`; paths may hold `=` too.
+        let Some((args, result)) = args.rsplit_once('=') else {
+            continue;
+        };
+        let Some(args) = args.trim_end().strip_suffix(')') else {
             continue;
         };
         let result: i64 = result

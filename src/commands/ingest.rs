@@ -21,6 +21,9 @@ use crate::store::{Location, Prepared, Store};
 
 /// Bytes per parse chunk.
 const CHUNK: usize = 4 << 20;
+/// Rows a batch import buffers before it flushes (`--max-buffer-rows` overrides): the buffer,
+/// the flush's sorted copy and the rows read meanwhile stay within a few hundred MB.
+pub const INGEST_BUFFER_ROWS: usize = 1 << 18;
 
 /// Totals of an import.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -263,8 +266,9 @@ pub async fn ingest_command(g: &Global, config: &Config, args: IngestArgs) -> Re
     let prices = load_catalog(&loc).await?;
     let mut cfg = store_config(g, config, &loc, &args.store, false);
     if args.store.max_buffer_rows.is_none() && config.max_buffer_rows.is_none() {
-        // Batch import writes larger files: fewer, better-compressed row groups.
-        cfg.max_buffer_rows = 1 << 20;
+        // Batch import flushes every INGEST_BUFFER_ROWS rows: memory stays bounded whatever
+        // the input's size (see the README), while files stay large enough to compress well.
+        cfg.max_buffer_rows = INGEST_BUFFER_ROWS;
     }
     let store = Store::open(loc, cfg, prices).await?;
     let stop = Arc::new(Notify::new());
