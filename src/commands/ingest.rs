@@ -21,9 +21,6 @@ use crate::store::{Location, Prepared, Store};
 
 /// Bytes per parse chunk.
 const CHUNK: usize = 4 << 20;
-/// Rows a batch import buffers before it flushes (`--max-buffer-rows` overrides): the buffer,
-/// the flush's sorted copy and the rows read meanwhile stay within a few hundred MB.
-pub const INGEST_BUFFER_ROWS: usize = 1 << 18;
 
 /// Totals of an import.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -264,12 +261,9 @@ pub async fn ingest_paths(
 pub async fn ingest_command(g: &Global, config: &Config, args: IngestArgs) -> Result<Outcome> {
     let loc = Location::open(&g.data_dir)?;
     let prices = load_catalog(&loc).await?;
-    let mut cfg = store_config(g, config, &loc, &args.store, false);
-    if args.store.max_buffer_rows.is_none() && config.max_buffer_rows.is_none() {
-        // Batch import flushes every INGEST_BUFFER_ROWS rows: memory stays bounded whatever
-        // the input's size (see the README), while files stay large enough to compress well.
-        cfg.max_buffer_rows = INGEST_BUFFER_ROWS;
-    }
+    // The serve defaults hold for batch import too: a flush every `max_buffer_rows` rows
+    // keeps memory bounded whatever the input's size (figures in the README).
+    let cfg = store_config(g, config, &loc, &args.store, false);
     let store = Store::open(loc, cfg, prices).await?;
     let stop = Arc::new(Notify::new());
     let flusher = tokio::spawn(store.clone().run_flusher(stop.clone()));
