@@ -136,7 +136,15 @@ impl QueryEngine {
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         use std::sync::atomic::Ordering::Relaxed;
         let started = std::time::Instant::now();
-        let r = self.run(sql).await;
+        let mut r = self.run(sql).await;
+        // A commit that finishes while a query reads can rename or retire a file the query
+        // listed at planning; planning again reads the new listing, which is consistent.
+        for _ in 0..REPLANS_ON_MOVED_FILE {
+            match &r {
+                Err(Error::DataFusion(e)) if file_moved(e) => r = self.run(sql).await,
+                _ => break,
+            }
+        }
         let m = &self.metrics;
         m.seconds.observe(started.elapsed());
         match &r {
@@ -242,6 +250,23 @@ impl datafusion::catalog::TableProvider for BufferedRollup {
 }
 
 /// Sorts DataFusion errors into the user's (bad SQL, writes) and the limits'.
+/// How many times a query is planned again when a file it listed moved under it.
+const REPLANS_ON_MOVED_FILE: usize = 3;
+
+/// Whether an error comes from a listed file that is no longer where the listing saw it.
+fn file_moved(e: &datafusion::error::DataFusionError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(object_store::Error::NotFound { .. }) =
+            err.downcast_ref::<object_store::Error>()
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 fn classify(e: datafusion::error::DataFusionError) -> Error {
     use datafusion::error::DataFusionError as E;
     match e.find_root() {
