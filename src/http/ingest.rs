@@ -14,6 +14,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::error::Error;
 use crate::formats::{self, Format, Parsed};
+use crate::proxy::keys::bearer;
 use crate::store::IngestOutcome;
 
 /// Checks `Authorization: Bearer` against the ingest token (the admin token works too).
@@ -39,15 +40,6 @@ pub fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
         Some(x) if bearer(headers).is_some_and(|g| ct_eq(x, g)) => Ok(()),
         Some(_) => Err(Error::Unauthorized),
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 /// Compares tokens without an early exit on the first differing byte.

@@ -66,7 +66,7 @@ fn check_admin(p: &State, headers: &HeaderMap) -> Result<(), ProxyError> {
     let Some(want) = p.admin_token.as_deref() else {
         return Ok(());
     };
-    let given = super::chat::bearer(headers).unwrap_or("");
+    let given = super::keys::bearer(headers).unwrap_or("");
     if super::keys::ct_eq(given.as_bytes(), want.as_bytes()) {
         Ok(())
     } else {

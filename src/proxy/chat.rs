@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State as Extract;
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 
@@ -18,6 +18,7 @@ use super::attempt::{Attempt, Failure, GATEWAY, Outcome, call};
 use super::body::{self, Fields, RequestHead};
 use super::budget::Admission;
 use super::error::ProxyError;
+use super::keys::bearer;
 use super::routing::Live;
 use super::server::State;
 use super::stats::Stats;
@@ -49,15 +50,6 @@ pub async fn chat_completions(
 
 pub async fn embeddings(Extract(p): Extract<State>, headers: HeaderMap, body: Bytes) -> Response {
     handle(p, headers, body, Kind::Embeddings).await
-}
-
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 async fn handle(p: State, headers: HeaderMap, body: Bytes, kind: Kind) -> Response {

@@ -118,6 +118,16 @@ impl KeyRing {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header, if there is one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 /// Compares two byte strings without an early exit on the first differing byte (lengths are
 /// not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
