@@ -138,6 +138,10 @@ pub struct StoreArgs {
     /// Drop partitions older than this many days.
     #[arg(long, env = "SWITCHYARD_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
+    /// Longest wait of a batch for a flush while the buffer is past twice its flush size;
+    /// then it is refused with 503 and `Retry-After` [default: 10000].
+    #[arg(long, env = "SWITCHYARD_INGEST_DEADLINE_MS")]
+    pub ingest_deadline_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,12 @@ pub enum Error {
     /// The store is shutting down or otherwise not accepting writes.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The store is behind (flushes do not keep up): try again after `retry_after`.
+    #[error("overloaded: {reason}")]
+    Overloaded {
+        reason: String,
+        retry_after: std::time::Duration,
+    },
     #[error("io error at {path}: {source}")]
     Io {
         path: PathBuf,

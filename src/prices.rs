@@ -52,17 +52,24 @@ pub struct ModelPrice {
 impl ModelPrice {
     /// Exact cost of `u` at these prices: uncached input, cache reads, cache writes, visible
     /// output and reasoning output each at their own price (cache and reasoning prices fall
-    /// back to the input and output price when the catalog has none).
+    /// back to the input and output price when the catalog has none). A cost past what
+    /// `Decimal` holds comes out as `Decimal::MAX`, which `record::bound_cost` rejects.
     pub fn cost(&self, u: &Usage) -> Decimal {
         let d = Decimal::from;
         let uncached = (u.prompt - u.cached - u.cache_write).max(0);
         let visible_out = (u.completion - u.reasoning).max(0);
-        let micro = d(uncached) * self.input
-            + d(u.cached) * self.cached_input.unwrap_or(self.input)
-            + d(u.cache_write) * self.cache_write.unwrap_or(self.input)
-            + d(visible_out) * self.output
-            + d(u.reasoning) * self.reasoning.unwrap_or(self.output);
-        micro / Decimal::from(1_000_000)
+        [
+            (uncached, self.input),
+            (u.cached, self.cached_input.unwrap_or(self.input)),
+            (u.cache_write, self.cache_write.unwrap_or(self.input)),
+            (visible_out, self.output),
+            (u.reasoning, self.reasoning.unwrap_or(self.output)),
+        ]
+        .into_iter()
+        .try_fold(Decimal::ZERO, |sum, (n, price)| {
+            d(n).checked_mul(price).and_then(|c| sum.checked_add(c))
+        })
+        .map_or(Decimal::MAX, |micro| micro / Decimal::from(1_000_000))
     }
 }
 

@@ -103,10 +103,31 @@ pub enum Item {
 /// Money and timestamps must be sane; this bounds `ts` to years 1990..2200.
 const MIN_TS_US: i64 = 631_152_000_000_000;
 const MAX_TS_US: i64 = 7_258_118_400_000_000;
-/// Largest cost one attempt may carry (USD); larger values are input errors, not spend.
-const MAX_COST_USD: i64 = 1_000_000;
 /// Decimal places kept for `cost_usd` (the Parquet column is DECIMAL(18, 12)).
 pub const COST_SCALE: u32 = 12;
+
+/// Largest cost one attempt may carry, in USD, however the cost was obtained (reported by the
+/// source or priced from the catalog): 999 999.999999 USD, below the 999 999.999999999999 that
+/// `DECIMAL(18, 12)` holds. A larger cost is an input or catalog error, never spend.
+pub fn max_cost_usd() -> Decimal {
+    Decimal::new(999_999_999_999, 6)
+}
+
+/// Rounds a cost to the stored scale and checks it against [`max_cost_usd`]; the error names
+/// the field, the value, how it was obtained and the limit.
+pub fn bound_cost(c: Decimal, source: CostSource) -> Result<Decimal, String> {
+    if c.is_sign_negative() && !c.is_zero() {
+        return Err(format!("`cost_usd` must be >= 0, got {c}"));
+    }
+    let c = c.round_dp(COST_SCALE);
+    let limit = max_cost_usd();
+    if c > limit {
+        return Err(format!(
+            "`cost_usd` ({source}) is {c}, above the limit of {limit} USD per request"
+        ));
+    }
+    Ok(c)
+}
 
 fn check_text(field: &str, v: &Option<String>) -> Result<(), String> {
     if let Some(s) = v
@@ -218,18 +239,12 @@ impl Record {
         }
         match self.cost_usd {
             Some(c) => {
-                if c.is_sign_negative() && !c.is_zero() {
-                    return Err(format!("`cost_usd` must be >= 0, got {c}"));
-                }
-                if c > Decimal::from(MAX_COST_USD) {
-                    return Err(format!("`cost_usd` is implausibly large: {c}"));
-                }
-                self.cost_usd = Some(c.round_dp(COST_SCALE));
+                self.cost_usd = Some(bound_cost(c, CostSource::Reported)?);
                 self.cost_source = Some(CostSource::Reported);
             }
             None => match prices.cost(&self.model, &self.usage()) {
                 Some(c) => {
-                    self.cost_usd = Some(c.round_dp(COST_SCALE));
+                    self.cost_usd = Some(bound_cost(c, CostSource::Catalog)?);
                     self.cost_source = Some(CostSource::Catalog);
                 }
                 None => self.cost_source = Some(CostSource::Unknown),

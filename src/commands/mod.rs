@@ -115,6 +115,10 @@ pub fn store_config(
             .or(config.flush_interval)
             .unwrap_or(d.flush_interval),
         retention_days: a.retention_days.or(config.retention_days),
+        ingest_deadline: a
+            .ingest_deadline_ms
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(d.ingest_deadline),
         compact_min_files: config.compact_min_files.unwrap_or(d.compact_min_files),
         ..d
     }

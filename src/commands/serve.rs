@@ -111,13 +111,7 @@ async fn fill_demo(store: &Store, requests: u64) -> Result<()> {
         .store
         .list_with_delimiter(Some(&store.location().path(&["requests"])))
         .await?;
-    if !probe.common_prefixes.is_empty()
-        || store
-            .metrics()
-            .buffered_rows
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-    {
+    if !probe.common_prefixes.is_empty() || store.buffered_rows() > 0 {
         return Ok(());
     }
     tracing::info!(requests, "demo: generating a workload");

@@ -13,8 +13,9 @@
 //! # Which spans become records
 //!
 //! A span is a GenAI span when it has `gen_ai.request.model`, `gen_ai.response.model` or
-//! `gen_ai.operation.name`; every other span is skipped silently, and an export without GenAI
-//! spans yields no records (not an error). Among GenAI spans:
+//! `gen_ai.operation.name`; every other span is skipped, and an export without GenAI spans
+//! yields no records (not an error; `/v1/traces` counts the skipped spans as rejected in its
+//! OTLP `partial_success` answer). Among GenAI spans:
 //!
 //! * a span that has a model is a record, unless another span with a model in the same export
 //!   descends from it: then it is a wrapper (an agent, chain or framework span around the real
@@ -270,11 +271,30 @@ pub fn from_protobuf(bytes: &[u8]) -> Result<Vec<Item>, String> {
 
 /// Like [`from_json`], with each GenAI span's result on its own (errors name the span).
 pub fn spans_from_json(v: &Value) -> Result<Vec<Result<Item, String>>, String> {
-    Ok(convert(&export_from_json(v)?))
+    Ok(export_spans_json(v)?.results)
 }
 
 /// Like [`from_protobuf`], with each GenAI span's result on its own (errors name the span).
 pub fn spans_from_protobuf(bytes: &[u8]) -> Result<Vec<Result<Item, String>>, String> {
+    Ok(export_spans_protobuf(bytes)?.results)
+}
+
+/// What an export holds, for an OTLP/HTTP answer: the result of each model-call span, and how
+/// many spans are not GenAI spans at all (these are not stored, and are reported to the
+/// exporter as rejected in `partial_success`).
+#[derive(Debug, Default)]
+pub struct ExportSpans {
+    pub results: Vec<Result<Item, String>>,
+    pub not_genai: usize,
+}
+
+/// [`ExportSpans`] of an OTLP/HTTP JSON `ExportTraceServiceRequest`.
+pub fn export_spans_json(v: &Value) -> Result<ExportSpans, String> {
+    Ok(convert(&export_from_json(v)?))
+}
+
+/// [`ExportSpans`] of an OTLP/HTTP protobuf `ExportTraceServiceRequest`.
+pub fn export_spans_protobuf(bytes: &[u8]) -> Result<ExportSpans, String> {
     let req = ExportTraceServiceRequest::decode(bytes)
         .map_err(|e| format!("invalid OTLP protobuf trace export: {e}"))?;
     Ok(convert(&export_from_proto(req)?))
@@ -871,7 +891,7 @@ const TASK_KEYS: &[&str] = &[
 /// Most ancestors searched for a task label.
 const MAX_TASK_WALK: usize = 64;
 
-fn convert(export: &Export) -> Vec<Result<Item, String>> {
+fn convert(export: &Export) -> ExportSpans {
     let mut views: Vec<View<'_>> = export.spans.iter().map(|s| View::new(&s.attrs)).collect();
     let is_genai = |v: &View<'_>| v.has(REQUEST_MODEL) || v.has(RESPONSE_MODEL) || v.has(OPERATION);
     // (trace id, span id) → index of the span.
@@ -910,6 +930,7 @@ fn convert(export: &Export) -> Vec<Result<Item, String>> {
         }
     }
 
+    let not_genai = views.iter().filter(|v| !is_genai(v)).count();
     let mut out = Vec::new();
     for (i, s) in export.spans.iter().enumerate() {
         let Some(v) = views.get(i) else { continue };
@@ -950,7 +971,10 @@ fn convert(export: &Export) -> Vec<Result<Item, String>> {
                 .map_err(|e| format!("span {}{} ({:?}): {e}", s.trace_id, s.span_id, s.name)),
         );
     }
-    out
+    ExportSpans {
+        results: out,
+        not_genai,
+    }
 }
 
 fn task_of(v: &View<'_>) -> Option<String> {

@@ -37,8 +37,20 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-pub async fn readyz() -> &'static str {
-    "ready"
+/// `GET /readyz`: 200 `ready` while the store makes progress; 503 with the reason while it
+/// cannot (WAL stopped after a failed sync, flushes failing, buffer past its limit).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.readiness() {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(reason) => {
+            tracing::warn!(%reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "ready": false, "reason": reason })),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Prometheus text format.
@@ -46,7 +58,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = state.store.metrics();
     let q = state.query.metrics();
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, f64); 15] = [
+    let (dedupe_keys, dedupe_bytes) = state.store.dedupe_usage();
+    let rows: [(&str, &str, &str, f64); 20] = [
         (
             "switchyard_ingested_records_total",
             "counter",
@@ -75,7 +88,41 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "switchyard_buffered_rows",
             "gauge",
             "Rows acknowledged but not yet in Parquet.",
-            g(&m.buffered_rows) as f64,
+            state.store.buffered_rows() as f64,
+        ),
+        (
+            "switchyard_ready",
+            "gauge",
+            "1 while the store makes progress (see /readyz), else 0.",
+            if state.store.readiness().is_ok() {
+                1.0
+            } else {
+                0.0
+            },
+        ),
+        (
+            "switchyard_wal_quarantined_segments_total",
+            "counter",
+            "Damaged WAL segments moved to wal/quarantine when the store opened.",
+            g(&m.wal_quarantined) as f64,
+        ),
+        (
+            "switchyard_ingest_overloaded_total",
+            "counter",
+            "Ingest batches refused (503) because flushes did not keep up within the deadline.",
+            g(&m.overloaded) as f64,
+        ),
+        (
+            "switchyard_dedupe_keys",
+            "gauge",
+            "Keys held in memory by the dedupe index.",
+            dedupe_keys as f64,
+        ),
+        (
+            "switchyard_dedupe_bytes",
+            "gauge",
+            "Bytes held by the dedupe index.",
+            dedupe_bytes as f64,
         ),
         (
             "switchyard_wal_bytes",

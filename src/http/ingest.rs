@@ -133,58 +133,109 @@ pub async fn feedback(
     ingest_as(state, headers, raw, Format::Feedback).await
 }
 
-/// `POST /v1/traces`: OTLP/HTTP, protobuf (answered in protobuf) or JSON.
+/// `POST /v1/traces`: OTLP/HTTP, protobuf (answered in protobuf) or JSON (answered in JSON).
+///
+/// Per OTLP/HTTP, an export that was read answers 200; what was not stored — spans that are
+/// not GenAI model calls, and model-call spans that fail validation — is counted in
+/// `partial_success` (`rejected_spans` and a message), so a collector that sends all its
+/// traces neither logs errors nor retries. Only an unreadable body is a 400.
 pub async fn traces(
     State(state): State<AppState>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let ctype = headers
+    let protobuf = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase();
-    if !ctype.contains("protobuf") {
-        return ingest_as(state, headers, raw, Format::Otlp).await;
-    }
+        .to_ascii_lowercase()
+        .contains("protobuf");
     check_ingest(&state, &headers)?;
     let body = body(&headers, raw, state.max_body_bytes)?;
-    let parsed = tokio::task::spawn_blocking(move || {
-        let mut p = Parsed::default();
-        match formats::otlp::from_protobuf(&body) {
-            Ok(items) => p.items = items.into_iter().enumerate().collect(),
-            Err(e) => p.rejected.push((0, e)),
+    let store = state.store.clone();
+    let (prepared, not_genai) = tokio::task::spawn_blocking(move || {
+        let spans = if protobuf {
+            formats::otlp::export_spans_protobuf(&body)
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| format!("invalid OTLP JSON trace export: {e}"))
+                .and_then(|v| formats::otlp::export_spans_json(&v))
         }
-        p
+        .map_err(Error::Invalid)?;
+        let mut p = Parsed::default();
+        for (i, r) in spans.results.into_iter().enumerate() {
+            match r {
+                Ok(item) => p.items.push((i, item)),
+                Err(e) => p.rejected.push((i, e)),
+            }
+        }
+        Ok::<_, Error>((store.prepare(p)?, spans.not_genai))
     })
     .await
-    .map_err(|e| Error::Internal(format!("parse task: {e}")))?;
-    if let Some((_, e)) = parsed.rejected.first() {
-        return Err(Error::Invalid(format!("OTLP protobuf: {e}")).into());
-    }
-    if parsed.items.is_empty() {
-        return Err(Error::Invalid("the OTLP export holds no gen_ai spans".into()).into());
-    }
-    let out = state.store.ingest(parsed).await?;
-    // ExportTraceServiceResponse: empty on full success, partial_success otherwise.
-    use prost::Message;
-    let resp = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse {
-        partial_success: (!out.rejected.is_empty()).then(|| {
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
-                rejected_spans: out.rejected.len() as i64,
-                error_message: out
-                    .rejected
-                    .iter()
-                    .map(|r| format!("span {}: {}", r.index, r.error))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            }
-        }),
+    .map_err(|e| Error::Internal(format!("parse task: {e}")))??;
+    let out = if prepared.requests.is_none() && prepared.feedback.is_none() {
+        IngestOutcome {
+            rejected: prepared.rejected,
+            ..Default::default()
+        }
+    } else {
+        state.store.commit(prepared).await?
     };
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/x-protobuf")],
-        resp.encode_to_vec(),
-    )
-        .into_response())
+    let rejected_spans = not_genai + out.rejected.len();
+    let message = partial_message(not_genai, &out);
+    if protobuf {
+        use opentelemetry_proto::tonic::collector::trace::v1 as pb;
+        use prost::Message;
+        let resp = pb::ExportTraceServiceResponse {
+            partial_success: (rejected_spans > 0).then(|| pb::ExportTracePartialSuccess {
+                rejected_spans: rejected_spans as i64,
+                error_message: message,
+            }),
+        };
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            resp.encode_to_vec(),
+        )
+            .into_response());
+    }
+    let mut v = serde_json::to_value(&out).map_err(Error::Json)?;
+    if rejected_spans > 0
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert(
+            "partialSuccess".into(),
+            serde_json::json!({ "rejectedSpans": rejected_spans, "errorMessage": message }),
+        );
+    }
+    Ok((StatusCode::OK, Json(v)).into_response())
+}
+
+/// The `partial_success` message: why spans were not stored (the first few errors).
+fn partial_message(not_genai: usize, out: &IngestOutcome) -> String {
+    const SHOWN: usize = 5;
+    let mut parts = Vec::new();
+    if not_genai > 0 {
+        parts.push(format!(
+            "{not_genai} span(s) are not GenAI model-call spans (no gen_ai.* model or \
+             operation attributes); switchyard stores only those"
+        ));
+    }
+    if !out.rejected.is_empty() {
+        let mut errs: Vec<String> = out
+            .rejected
+            .iter()
+            .take(SHOWN)
+            .map(|r| r.error.clone())
+            .collect();
+        if out.rejected.len() > SHOWN {
+            errs.push(format!("and {} more", out.rejected.len() - SHOWN));
+        }
+        parts.push(format!(
+            "{} GenAI span(s) rejected: {}",
+            out.rejected.len(),
+            errs.join("; ")
+        ));
+    }
+    parts.join("; ")
 }

@@ -19,14 +19,7 @@ impl Store {
                     .map_err(|_| Error::Unavailable("the WAL writer has stopped".into()))?
                     .map_err(Error::Internal)
             }
-            None => {
-                let buf = self.inner.buffer.read().await;
-                Ok(Snapshot {
-                    wal_seq: None,
-                    requests: buf.requests.clone(),
-                    feedback: buf.feedback.clone(),
-                })
-            }
+            None => Ok(Snapshot::of(None, &self.inner.buffer.load())),
         }
     }
 
@@ -44,17 +37,14 @@ impl Store {
         commit::finish(loc, wal_dir).await?;
         let started = Instant::now();
         let snap = self.take_snapshot().await?;
-        let (n_req, n_fb) = (snap.requests.len(), snap.feedback.len());
         let written = self.write_pending(&snap).await?;
         let mut stats = FlushStats::default();
-        let mut flushed_buckets: HashMap<i64, usize> = HashMap::new();
         let mut touched: std::collections::BTreeSet<Path> = Default::default();
         for w in &written {
             touched.insert(w.dir.clone());
             // Rollup files summarise rows counted once already.
-            let Some(bucket) = w.bucket else { continue };
-            if w.table == Table::Requests {
-                *flushed_buckets.entry(bucket).or_default() += w.rows;
+            if w.bucket.is_none() {
+                continue;
             }
             stats.rows += w.rows;
             stats.files += 1;
@@ -81,22 +71,13 @@ impl Store {
                 return Err(e);
             }
             // The commit point, with the rows leaving the buffer in the same step for readers.
-            let mut buf = self.inner.buffer.write().await;
+            // Readers planning a query wait for it; ingest does not.
+            let _readers_wait = self.commit_lock().await;
+            buffer::pause("store::flush_commit").await;
             let at = commit::commit(loc, &record).await?;
-            let drop_req: usize = buf.requests.drain(..n_req).map(|b| b.num_rows()).sum();
-            let drop_fb: usize = buf.feedback.drain(..n_fb).map(|b| b.num_rows()).sum();
-            buf.rows -= drop_req + drop_fb;
-            self.inner
-                .metrics
-                .buffered_rows
-                .store(buf.rows as u64, Ordering::Relaxed);
+            self.committed(&snap);
             Some(at)
         };
-        self.inner
-            .dedupe
-            .lock()
-            .await
-            .mark_flushed(&flushed_buckets);
         match &committed {
             Some(at) => commit::apply(loc, at, &record, wal_dir, commit::Step::Flush)
                 .await
@@ -264,7 +245,11 @@ impl Store {
             if stop {
                 break;
             }
-            if let Err(e) = self.flush().await {
+            let r = self.flush().await;
+            self.inner
+                .health
+                .flushed(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            if let Err(e) = r {
                 tracing::error!(error = %e, "flush failed; rows stay in the WAL and buffer");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -291,6 +276,13 @@ struct Written {
     dir: Path,
     tmp: Path,
     path: Path,
+}
+
+impl Store {
+    /// Held around a commit point: readers planning a query wait; ingest does not.
+    pub(crate) async fn commit_lock(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.inner.commit.write().await
+    }
 }
 
 /// Splits a `ts`-sorted table batch into runs of one partition each (hour for requests, day

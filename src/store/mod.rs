@@ -5,17 +5,26 @@
 //!       ─▶ buffer (visible to queries) ─▶ flush: Parquet per hour partition ─▶ compaction
 //! ```
 //!
-//! A batch is acknowledged once its WAL entry is synced. The flusher rotates the WAL, writes
-//! the rotated rows as synced `*.parquet.pending` files, and commits them with one commit
-//! record written under the buffer's write lock as the rows leave the buffer, so a query sees
-//! each row exactly once; only then are the files renamed in and the rotated WAL segments
-//! deleted (`commit` has the protocol; `faults` the points where tests break it). A writable
-//! store holds the data dir's writer lock (`lock`). After a crash, recovery finishes or drops
-//! the interrupted commit, then WAL replay skips rows whose ids already reached Parquet.
+//! A batch is acknowledged once its WAL entry is synced, and it waits for nothing else: the
+//! WAL writer publishes synced rows by swapping in a new immutable buffer snapshot
+//! (`buffer`), and dedupe loads partitions with no lock held (`claim`). The flusher rotates
+//! the WAL, writes the rotated rows as `*.parquet.pending` files, then, under the commit lock
+//! (which queries hold while planning), makes them visible and swaps in a buffer without
+//! those rows, so a query sees each row exactly once; only then are the rotated WAL segments
+//! deleted (`commit` has the commit protocol; `faults` the points where tests break it). A
+//! writable store holds the data dir's writer lock (`lock`). After a crash, recovery finishes
+//! or drops the interrupted commit, then WAL replay skips rows whose ids already reached
+//! Parquet.
+//!
+//! Back-pressure: while the buffer holds more than twice its flush size, a batch waits for a
+//! flush at most `ingest_deadline`, then is refused (503 with `Retry-After`) without being
+//! written. A failed WAL sync refuses every batch until restart (`health`).
 
+pub mod buffer;
 pub mod commit;
 pub mod dedupe;
 pub mod faults;
+pub mod health;
 pub mod location;
 pub mod lock;
 pub mod parquet;
@@ -23,6 +32,7 @@ pub mod rollup;
 pub mod view;
 pub mod wal;
 
+mod claim;
 mod compact;
 mod flush;
 
@@ -40,12 +50,16 @@ use object_store::PutPayload;
 use object_store::path::Path;
 use tokio::sync::{Notify, RwLock, oneshot};
 
+pub use buffer::Buffer;
+use buffer::{Published, ReadView};
+use health::Health;
+
 use crate::error::{Error, Result};
 use crate::formats::Parsed;
 use crate::prices::PriceCatalog;
 use crate::record::{Feedback, Item, Record};
 use crate::schema::{Table, feedback_to_batch, partition_of, requests_to_batch};
-use dedupe::{Dedupe, KeySet, feedback_key, hour_bucket, request_key};
+use dedupe::{Dedupe, hour_bucket};
 pub use location::Location;
 use wal::Wal;
 
@@ -65,8 +79,11 @@ pub struct StoreConfig {
     pub compact_min_files: usize,
     /// Files below this size count as small.
     pub compact_small_bytes: u64,
-    /// Request ids the dedupe index keeps in memory before dropping cold partitions.
+    /// Keys the dedupe index keeps in memory before dropping cold partitions (8 bytes each).
     pub dedupe_budget: usize,
+    /// Longest time a batch waits for a flush while the buffer is past its back-pressure limit
+    /// (twice `max_buffer_rows`) before it is refused with 503 and `Retry-After`.
+    pub ingest_deadline: Duration,
     /// Open for reading only: no recovery of interrupted writes (another process may be
     /// writing), no WAL. `switchyard query` opens the store this way.
     pub read_only: bool,
@@ -81,36 +98,9 @@ impl Default for StoreConfig {
             retention_days: None,
             compact_min_files: 8,
             compact_small_bytes: 16 << 20,
-            dedupe_budget: 8_000_000,
+            dedupe_budget: 4_000_000,
+            ingest_deadline: Duration::from_secs(10),
             read_only: false,
-        }
-    }
-}
-
-/// Rows acknowledged but not yet in Parquet, in table schema (with partition columns).
-#[derive(Default)]
-pub struct Buffer {
-    pub requests: Vec<RecordBatch>,
-    pub feedback: Vec<RecordBatch>,
-    pub rows: usize,
-}
-
-impl Buffer {
-    fn push(&mut self, table: Table, batch: RecordBatch) {
-        self.rows += batch.num_rows();
-        match table {
-            Table::Requests => self.requests.push(batch),
-            Table::Feedback => self.feedback.push(batch),
-            // Rollups are derived from flushed requests, never buffered.
-            Table::RequestsHourly | Table::LatencyHourly => self.rows -= batch.num_rows(),
-        }
-    }
-
-    pub fn batches(&self, table: Table) -> &[RecordBatch] {
-        match table {
-            Table::Requests => &self.requests,
-            Table::Feedback => &self.feedback,
-            Table::RequestsHourly | Table::LatencyHourly => &[],
         }
     }
 }
@@ -161,7 +151,10 @@ pub struct Metrics {
     pub last_flush_micros: AtomicU64,
     pub compactions: AtomicU64,
     pub wal_syncs: AtomicU64,
-    pub buffered_rows: AtomicU64,
+    /// Damaged WAL segments moved to `quarantine/` when the store opened.
+    pub wal_quarantined: AtomicU64,
+    /// Batches refused because flushes did not keep up within the deadline.
+    pub overloaded: AtomicU64,
     /// Ingest batches waiting for their WAL sync.
     pub wal_queue: AtomicU64,
     pub flush_seconds: crate::metrics::Histogram,
@@ -170,26 +163,41 @@ pub struct Metrics {
 enum WalCmd {
     Append {
         entries: Vec<(Table, RecordBatch)>,
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Result<usize, String>>,
     },
     Rotate {
         done: oneshot::Sender<Result<Snapshot, String>>,
     },
 }
 
-/// The rows a flush takes: the first `requests.len()` / `feedback.len()` buffer batches.
+/// The rows a flush takes: the first `groups` groups of the buffer.
 struct Snapshot {
     wal_seq: Option<u64>,
     requests: Vec<RecordBatch>,
     feedback: Vec<RecordBatch>,
+    groups: usize,
+}
+
+impl Snapshot {
+    fn of(wal_seq: Option<u64>, buffer: &Buffer) -> Snapshot {
+        Snapshot {
+            wal_seq,
+            requests: buffer.batches(Table::Requests),
+            feedback: buffer.batches(Table::Feedback),
+            groups: buffer.groups(),
+        }
+    }
 }
 
 struct Inner {
     loc: Location,
     cfg: StoreConfig,
     prices: std::sync::RwLock<Arc<PriceCatalog>>,
-    buffer: Arc<RwLock<Buffer>>,
-    dedupe: tokio::sync::Mutex<Dedupe>,
+    buffer: Arc<Published>,
+    /// Held by readers while planning and by flush and compaction around their commit point.
+    commit: RwLock<()>,
+    dedupe: std::sync::Mutex<Dedupe>,
+    health: Arc<Health>,
     wal_tx: Option<std::sync::Mutex<mpsc::Sender<WalCmd>>>,
     flush_lock: tokio::sync::Mutex<()>,
     flush_wanted: Notify,
@@ -244,23 +252,25 @@ impl Store {
             commit::recover(&loc, cfg.wal_dir.as_deref()).await?;
             Some(lock)
         };
-        let (wal, replayed) = match cfg.wal_dir.as_ref().filter(|_| !cfg.read_only) {
+        let (wal, replayed, quarantined) = match cfg.wal_dir.as_ref().filter(|_| !cfg.read_only) {
             Some(dir) => {
                 let dir = dir.clone();
-                let (w, r) = tokio::task::spawn_blocking(move || Wal::open(&dir))
+                let o = tokio::task::spawn_blocking(move || Wal::open(&dir))
                     .await
                     .map_err(|e| Error::Internal(format!("WAL open task: {e}")))??;
-                (Some(w), r)
+                (Some(o.wal), o.replayed, o.quarantined.len())
             }
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), 0),
         };
-        let buffer = Arc::new(RwLock::new(Buffer::default()));
+        let buffer = Arc::new(Published::default());
+        let health = Arc::new(Health::default());
         let wal_tx = wal.map(|w| {
             let (tx, rx) = mpsc::channel();
             let buf = buffer.clone();
+            let health = health.clone();
             std::thread::Builder::new()
                 .name("switchyard-wal".into())
-                .spawn(move || wal_thread(w, rx, buf))
+                .spawn(move || wal_thread(w, rx, buf, health))
                 .map(|_| std::sync::Mutex::new(tx))
         });
         let wal_tx = match wal_tx {
@@ -270,7 +280,9 @@ impl Store {
         };
         let store = Store {
             inner: Arc::new(Inner {
-                dedupe: tokio::sync::Mutex::new(Dedupe::new(cfg.dedupe_budget)),
+                dedupe: std::sync::Mutex::new(Dedupe::new(cfg.dedupe_budget)),
+                commit: RwLock::new(()),
+                health,
                 loc,
                 cfg,
                 prices: std::sync::RwLock::new(Arc::new(prices)),
@@ -284,6 +296,11 @@ impl Store {
                 lock,
             }),
         };
+        store
+            .inner
+            .metrics
+            .wal_quarantined
+            .store(quarantined as u64, Ordering::Relaxed);
         store.replay(replayed).await?;
         Ok(store)
     }
@@ -294,59 +311,18 @@ impl Store {
         }
         let mut kept = 0usize;
         let mut skipped = 0usize;
-        let mut dd = self.inner.dedupe.lock().await;
-        let mut buf = self.inner.buffer.write().await;
+        let mut claims = claim::Claims::default();
         for r in replayed {
-            let keep = self.replay_filter(&mut dd, r.table, &r.batch).await?;
-            let batch = arrow::compute::filter_record_batch(
-                &r.batch,
-                &arrow::array::BooleanArray::from(keep.clone()),
-            )?;
+            let keep = self.claim(r.table, &r.batch, &mut claims).await?;
             skipped += keep.iter().filter(|k| !**k).count();
+            let batch = keep_rows(r.batch, keep)?;
             kept += batch.num_rows();
             if batch.num_rows() > 0 {
-                buf.push(r.table, batch);
+                self.inner.buffer.push(vec![(r.table, batch)]);
             }
         }
-        self.inner
-            .metrics
-            .buffered_rows
-            .store(buf.rows as u64, Ordering::Relaxed);
         tracing::info!(rows = kept, already_stored = skipped, "replayed the WAL");
         Ok(())
-    }
-
-    /// Which rows of a replayed batch are new (not yet in Parquet).
-    async fn replay_filter(
-        &self,
-        dd: &mut Dedupe,
-        table: Table,
-        batch: &RecordBatch,
-    ) -> Result<Vec<bool>> {
-        let ids = batch.column(0).as_string::<i32>();
-        let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        match table {
-            Table::Requests => {
-                for i in 0..batch.num_rows() {
-                    let b = hour_bucket(ts.value(i));
-                    self.ensure_loaded(dd, b).await?;
-                    keep.push(dd.insert_request(b, request_key(ids.value(i))));
-                }
-            }
-            Table::Feedback => {
-                self.ensure_feedback_loaded(dd).await?;
-                let metric = batch.column(2).as_string::<i32>();
-                let source = batch.column(4).as_string::<i32>();
-                for i in 0..batch.num_rows() {
-                    let src = (!arrow::array::Array::is_null(source, i)).then(|| source.value(i));
-                    keep.push(dd.insert_feedback(feedback_key(ids.value(i), metric.value(i), src)));
-                }
-            }
-            // The WAL holds ingested tables only (its reader refuses other kinds).
-            Table::RequestsHourly | Table::LatencyHourly => keep.resize(batch.num_rows(), false),
-        }
-        Ok(keep)
     }
 
     pub fn location(&self) -> &Location {
@@ -376,10 +352,40 @@ impl Store {
         *guard = Arc::new(prices);
     }
 
-    /// The buffer, read-locked: hold the guard while planning a query so a concurrent flush
-    /// cannot move rows between the buffer and Parquet under it.
-    pub async fn read_buffer(&self) -> tokio::sync::RwLockReadGuard<'_, Buffer> {
-        self.inner.buffer.read().await
+    /// The buffer as a query plans against it: hold the view while planning so no flush or
+    /// compaction commits (moves rows between the buffer and Parquet) under it. Ingest never
+    /// waits for it.
+    pub async fn read_buffer(&self) -> ReadView<'_> {
+        let commit = self.inner.commit.read().await;
+        ReadView::new(commit, &self.inner.buffer.load())
+    }
+
+    /// Rows acknowledged but not yet in Parquet.
+    pub fn buffered_rows(&self) -> usize {
+        self.inner.buffer.load().rows()
+    }
+
+    /// `Err(reason)` while the store cannot make progress: the WAL stopped after a failed
+    /// sync, or flushes fail and the buffer is past its back-pressure limit.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if let Some(r) = self.inner.health.wal_fatal() {
+            return Err(r.to_string());
+        }
+        if let Some(e) = self.inner.health.flush_error() {
+            return Err(format!("flushes to the data dir are failing: {e}"));
+        }
+        if self.buffered_rows() >= self.backpressure_rows() {
+            return Err(format!(
+                "{} rows wait for a flush, past the limit of {}",
+                self.buffered_rows(),
+                self.backpressure_rows()
+            ));
+        }
+        Ok(())
+    }
+
+    fn backpressure_rows(&self) -> usize {
+        self.inner.cfg.max_buffer_rows.saturating_mul(2).max(1)
     }
 
     /// Bytes held in WAL segments.
@@ -390,54 +396,6 @@ impl Store {
             .as_deref()
             .map(Wal::disk_bytes)
             .unwrap_or(0)
-    }
-
-    async fn ensure_loaded(&self, dd: &mut Dedupe, bucket: i64) -> Result<()> {
-        if !dd.needs_load(bucket) {
-            return Ok(());
-        }
-        let (date, hour) = partition_of(bucket * 3_600_000_000);
-        let dir =
-            self.inner
-                .loc
-                .path(&["requests", &format!("date={date}"), &format!("hour={hour}")]);
-        let mut keys = KeySet::default();
-        let view = self.inner.loc.committed();
-        for f in parquet::list_files(&view, &dir).await? {
-            for b in parquet::read_key_columns(&view, &f, &[0]).await? {
-                if let Some(ids) = parquet::str_column(&b, 0) {
-                    keys.extend(ids.iter().flatten().map(request_key));
-                }
-            }
-        }
-        dd.install(bucket, keys);
-        Ok(())
-    }
-
-    async fn ensure_feedback_loaded(&self, dd: &mut Dedupe) -> Result<()> {
-        if dd.feedback_loaded() {
-            return Ok(());
-        }
-        let dir = self.inner.loc.path(&["feedback"]);
-        let mut keys = KeySet::default();
-        let view = self.inner.loc.committed();
-        for f in parquet::list_files(&view, &dir).await? {
-            for b in parquet::read_key_columns(&view, &f, &[0, 2, 4]).await? {
-                let (Some(ids), Some(metric), Some(src)) = (
-                    parquet::str_column(&b, 0),
-                    parquet::str_column(&b, 1),
-                    parquet::str_column(&b, 2),
-                ) else {
-                    continue;
-                };
-                for i in 0..b.num_rows() {
-                    let s = (!arrow::array::Array::is_null(src, i)).then(|| src.value(i));
-                    keys.insert(feedback_key(ids.value(i), metric.value(i), s));
-                }
-            }
-        }
-        dd.install_feedback(keys);
-        Ok(())
     }
 
     /// Validates, prices, dedupes and durably appends parsed records; answers once the
@@ -491,51 +449,28 @@ impl Store {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Unavailable("the store is shutting down".into()));
         }
+        self.admit().await?;
         let mut out = IngestOutcome {
             rejected: prepared.rejected,
             ..Default::default()
         };
         // Claim the keys before the WAL write, so concurrent batches cannot both win.
-        let mut claimed_req: Vec<(i64, u64)> = Vec::new();
-        let mut claimed_fb: Vec<u64> = Vec::new();
+        let mut claims = claim::Claims::default();
         let mut entries = Vec::with_capacity(2);
-        {
-            let mut dd = self.inner.dedupe.lock().await;
-            if let Some(batch) = prepared.requests {
-                let ids = batch.column(0).as_string::<i32>();
-                let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-                let mut keep = Vec::with_capacity(batch.num_rows());
-                for i in 0..batch.num_rows() {
-                    let b = hour_bucket(ts.value(i));
-                    self.ensure_loaded(&mut dd, b).await?;
-                    let k = request_key(ids.value(i));
-                    let fresh = dd.insert_request(b, k);
-                    if fresh {
-                        claimed_req.push((b, k));
-                    }
-                    keep.push(fresh);
+        for (table, batch) in [
+            (Table::Requests, prepared.requests),
+            (Table::Feedback, prepared.feedback),
+        ] {
+            let Some(batch) = batch else { continue };
+            let keep = match self.claim(table, &batch, &mut claims).await {
+                Ok(k) => k,
+                Err(e) => {
+                    self.release(claims);
+                    return Err(e);
                 }
-                out.duplicates += keep.iter().filter(|k| !**k).count();
-                entries.push((Table::Requests, keep_rows(batch, keep)?));
-            }
-            if let Some(batch) = prepared.feedback {
-                self.ensure_feedback_loaded(&mut dd).await?;
-                let ids = batch.column(0).as_string::<i32>();
-                let metric = batch.column(2).as_string::<i32>();
-                let source = batch.column(4).as_string::<i32>();
-                let mut keep = Vec::with_capacity(batch.num_rows());
-                for i in 0..batch.num_rows() {
-                    let src = (!arrow::array::Array::is_null(source, i)).then(|| source.value(i));
-                    let k = feedback_key(ids.value(i), metric.value(i), src);
-                    let fresh = dd.insert_feedback(k);
-                    if fresh {
-                        claimed_fb.push(k);
-                    }
-                    keep.push(fresh);
-                }
-                out.duplicates += keep.iter().filter(|k| !**k).count();
-                entries.push((Table::Feedback, keep_rows(batch, keep)?));
-            }
+            };
+            out.duplicates += keep.iter().filter(|k| !**k).count();
+            entries.push((table, keep_rows(batch, keep)?));
         }
         entries.retain(|(_, b)| b.num_rows() > 0);
         out.accepted = entries.iter().map(|(_, b)| b.num_rows()).sum();
@@ -549,13 +484,7 @@ impl Store {
             r
         };
         if let Err(e) = appended {
-            let mut dd = self.inner.dedupe.lock().await;
-            for (b, k) in claimed_req {
-                dd.remove_request(b, k);
-            }
-            for k in claimed_fb {
-                dd.remove_feedback(k);
-            }
+            self.release(claims);
             return Err(e);
         }
         let m = &self.inner.metrics;
@@ -568,61 +497,103 @@ impl Store {
         Ok(out)
     }
 
+    /// Back-pressure before a batch is taken: refused at once while the WAL is stopped; while
+    /// the buffer is past its limit, it waits for flushes at most the ingest deadline.
+    async fn admit(&self) -> Result<()> {
+        if let Some(r) = self.inner.health.wal_fatal() {
+            return Err(Error::Unavailable(r.to_string()));
+        }
+        let limit = self.backpressure_rows();
+        if self.buffered_rows() < limit {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.inner.cfg.ingest_deadline;
+        while self.buffered_rows() >= limit {
+            let now = Instant::now();
+            if now >= deadline {
+                self.inner
+                    .metrics
+                    .overloaded
+                    .fetch_add(1, Ordering::Relaxed);
+                let why = self
+                    .inner
+                    .health
+                    .flush_error()
+                    .map(|e| format!("; the last flush failed: {e}"))
+                    .unwrap_or_default();
+                return Err(Error::Overloaded {
+                    reason: format!(
+                        "{} rows wait for a flush (limit {limit}) and none finished within {} ms{why}",
+                        self.buffered_rows(),
+                        self.inner.cfg.ingest_deadline.as_millis()
+                    ),
+                    retry_after: self.inner.cfg.flush_interval.max(Duration::from_secs(1)),
+                });
+            }
+            let wait = self.inner.flushed.notified();
+            self.inner.flush_wanted.notify_one();
+            let _ =
+                tokio::time::timeout((deadline - now).min(Duration::from_millis(200)), wait).await;
+        }
+        Ok(())
+    }
+
     async fn append(&self, entries: Vec<(Table, RecordBatch)>) -> Result<()> {
-        let rows: usize = entries.iter().map(|(_, b)| b.num_rows()).sum();
-        match &self.inner.wal_tx {
+        let total = match &self.inner.wal_tx {
             Some(tx) => {
                 let (done, rx) = oneshot::channel();
                 tx.lock()
                     .map_err(|_| Error::Internal("WAL channel poisoned".into()))?
                     .send(WalCmd::Append { entries, done })
                     .map_err(|_| Error::Unavailable("the WAL writer has stopped".into()))?;
-                rx.await
+                let total = rx
+                    .await
                     .map_err(|_| Error::Unavailable("the WAL writer has stopped".into()))?
-                    .map_err(|e| Error::Unavailable(format!("WAL write failed: {e}")))?;
+                    .map_err(Error::Unavailable)?;
                 self.inner.metrics.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                total
             }
-            None => {
-                let mut buf = self.inner.buffer.write().await;
-                for (t, b) in entries {
-                    buf.push(t, b);
-                }
-            }
-        }
-        let total = self
-            .inner
-            .metrics
-            .buffered_rows
-            .fetch_add(rows as u64, Ordering::Relaxed)
-            + rows as u64;
-        if total as usize >= self.inner.cfg.max_buffer_rows {
+            None => self.inner.buffer.push(entries),
+        };
+        if total >= self.inner.cfg.max_buffer_rows {
             self.inner.flush_wanted.notify_one();
-            // Back-pressure: far past the flush size, wait for the flusher to catch up.
-            while self.inner.metrics.buffered_rows.load(Ordering::Relaxed) as usize
-                >= self.inner.cfg.max_buffer_rows * 2
-            {
-                let wait = self.inner.flushed.notified();
-                self.inner.flush_wanted.notify_one();
-                let _ = tokio::time::timeout(Duration::from_millis(200), wait).await;
-            }
         }
         Ok(())
     }
+
+    /// A flush's commit point, for readers: its files are visible (the caller made them so
+    /// under `commit_lock`) and the buffer no longer holds their rows.
+    fn committed(&self, snap: &Snapshot) {
+        self.inner.buffer.drop_front(snap.groups);
+        self.mark_flushed(&snap.requests, &snap.feedback);
+    }
 }
 
-fn wal_thread(mut wal: Wal, rx: mpsc::Receiver<WalCmd>, buffer: Arc<RwLock<Buffer>>) {
-    type Waiters = Vec<oneshot::Sender<Result<(), String>>>;
+/// The WAL writer: group-commits queued appends, publishes synced rows to the buffer and
+/// answers each waiter with the buffered row count (or the reason its batch was not stored).
+fn wal_thread(
+    mut wal: Wal,
+    rx: mpsc::Receiver<WalCmd>,
+    buffer: Arc<Published>,
+    health: Arc<Health>,
+) {
+    type Waiters = Vec<oneshot::Sender<Result<usize, String>>>;
     let commit = |wal: &mut Wal, entries: &mut Vec<(Table, RecordBatch)>, waiters: &mut Waiters| {
         if waiters.is_empty() {
             return;
         }
-        let res = wal.append(entries).map_err(|e| e.to_string());
-        if res.is_ok() {
-            let mut buf = buffer.blocking_write();
-            for (t, b) in entries.drain(..) {
-                buf.push(t, b);
+        let res = match wal.append(entries) {
+            Ok(()) => Ok(buffer.push(std::mem::take(entries))),
+            Err(e) => {
+                if let Some(reason) = wal.fatal() {
+                    health.set_wal_fatal(&reason);
+                }
+                Err(match e {
+                    Error::Unavailable(m) => m,
+                    other => other.to_string(),
+                })
             }
-        }
+        };
         entries.clear();
         for w in waiters.drain(..) {
             let _ = w.send(res.clone());
@@ -646,14 +617,10 @@ fn wal_thread(mut wal: Wal, rx: mpsc::Receiver<WalCmd>, buffer: Arc<RwLock<Buffe
                 }
                 WalCmd::Rotate { done } => {
                     commit(&mut wal, &mut entries, &mut waiters);
-                    let res = wal.rotate().map_err(|e| e.to_string()).map(|seq| {
-                        let buf = buffer.blocking_read();
-                        Snapshot {
-                            wal_seq: Some(seq),
-                            requests: buf.requests.clone(),
-                            feedback: buf.feedback.clone(),
-                        }
-                    });
+                    let res = wal
+                        .rotate()
+                        .map_err(|e| e.to_string())
+                        .map(|seq| Snapshot::of(Some(seq), &buffer.load()));
                     let _ = done.send(res);
                 }
             }

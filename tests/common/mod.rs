@@ -101,7 +101,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
-        Server::start_on("127.0.0.1:0", data_dir, extra, envs)
+        Server::start_with_stderr("127.0.0.1:0", data_dir, extra, envs, Stdio::inherit())
     }
 
     /// `serve` on a given address (a port chosen beforehand, e.g. one a client already targets).
@@ -110,6 +110,27 @@ impl Server {
         data_dir: &Path,
         extra: &[&str],
         envs: &[(&str, &str)],
+    ) -> Server {
+        Server::start_with_stderr(listen, data_dir, extra, envs, Stdio::inherit())
+    }
+
+    /// Like [`Server::start`], with the server's log (stderr) going to `log`.
+    pub fn start_logged(
+        data_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        log: &Path,
+    ) -> Server {
+        let f = std::fs::File::create(log).unwrap();
+        Server::start_with_stderr("127.0.0.1:0", data_dir, extra, envs, Stdio::from(f))
+    }
+
+    fn start_with_stderr(
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        stderr: Stdio,
     ) -> Server {
         let mut c = Command::new(bin());
         c.args([
@@ -123,7 +144,7 @@ impl Server {
         .env_remove("SWITCHYARD_INGEST_TOKEN")
         .env_remove("SWITCHYARD_ADMIN_TOKEN")
         .env("SWITCHYARD_LOG", "warn")
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
         for (k, v) in envs {
             c.env(k, v);
         }
