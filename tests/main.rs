@@ -28,6 +28,7 @@ mod readers;
 mod recommend;
 mod reports;
 mod schema;
+mod stalls;
 mod store_commit;
 mod store_power;
 mod wal;

@@ -81,14 +81,14 @@ fn an_absurd_catalog_priced_cost_is_rejected_with_field_and_limit() {
 async fn ingest_rejects_a_cost_past_the_bound_and_stores_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[], &[]);
-    let line = |id: &str, cost: &str| {
+    let line = |id: &str, cost: f64| {
         serde_json::json!({
             "request_id": id, "ts": "2026-11-20T10:15:00Z", "model": "gpt-4o",
             "prompt_tokens": 10, "completion_tokens": 1, "cost_usd": cost,
         })
         .to_string()
     };
-    let body = [line("ok", "0.5"), line("huge", "1000000")].join("\n");
+    let body = [line("ok", 0.5), line("huge", 1_000_000.0)].join("\n");
     let r: serde_json::Value = client()
         .post(s.url("/v1/logs"))
         .body(body)

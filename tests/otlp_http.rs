@@ -23,6 +23,15 @@ fn kv(key: &str, v: &str) -> KeyValue {
     }
 }
 
+fn int(key: &str, v: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+    }
+}
+
 fn span(n: u8, name: &str, attrs: Vec<KeyValue>) -> Span {
     Span {
         trace_id: vec![7; 16],
@@ -105,22 +114,25 @@ async fn an_export_without_genai_spans_answers_200_with_partial_success() {
 async fn a_mixed_export_stores_the_genai_spans_and_counts_the_rest_and_the_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[], &[]);
-    let chat = |n: u8, model: &str, tokens: &str| {
+    let chat = |n: u8, model: &str, tokens: Option<i64>| {
         span(
             n,
             "chat",
             vec![
                 kv("gen_ai.operation.name", "chat"),
                 kv("gen_ai.request.model", model),
-                kv("gen_ai.usage.input_tokens", tokens),
+                match tokens {
+                    Some(t) => int("gen_ai.usage.input_tokens", t),
+                    None => kv("gen_ai.usage.input_tokens", "not-a-number"),
+                },
             ],
         )
     };
     let req = export(vec![
-        chat(1, "gpt-4o-mini", "10"),
+        chat(1, "gpt-4o-mini", Some(10)),
         span(2, "GET /", vec![]),
-        chat(3, "gpt-4o", "not-a-number"),
-        chat(4, "gpt-4o", "12"),
+        chat(3, "gpt-4o", None),
+        chat(4, "gpt-4o", Some(12)),
     ]);
     let ps = post_protobuf(&s, &req).await.partial_success.unwrap();
     assert_eq!(ps.rejected_spans, 2, "{}", ps.error_message);
@@ -132,7 +144,7 @@ async fn a_mixed_export_stores_the_genai_spans_and_counts_the_rest_and_the_inval
     let rows = api_query(&client(), &s, "SELECT count(*) FROM requests").await;
     assert_eq!(num(&rows[0][0]), 2.0);
     // All GenAI spans stored: no partial_success at all.
-    let ok = export(vec![chat(5, "gpt-4o", "3")]);
+    let ok = export(vec![chat(5, "gpt-4o", Some(3))]);
     assert!(post_protobuf(&s, &ok).await.partial_success.is_none());
 }
 

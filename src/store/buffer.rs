@@ -8,6 +8,7 @@
 //! and which the acknowledgement path never touches.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use arrow::array::RecordBatch;
@@ -37,7 +38,7 @@ impl Buffer {
                 Table::Requests => g.requests.iter(),
                 Table::Feedback => g.feedback.iter(),
                 // Rollups are derived from flushed requests, never buffered.
-                Table::RequestsHourly | Table::LatencyHourly => [].iter(),
+                Table::RequestsHourly | Table::LatencyHourly => g.requests[..0].iter(),
             })
             .cloned()
             .collect()
@@ -109,6 +110,19 @@ fn group_rows(g: &Group) -> usize {
         .chain(&g.feedback)
         .map(|b| b.num_rows())
         .sum()
+}
+
+/// Waits as long as the failpoint `name` says (`return(MS)`), without blocking the runtime;
+/// tests make a step slow this way (`store::query_plan`: a query planning with the commit lock
+/// held, as over a slow object-store listing; `store::flush_commit`: a flush's commit point).
+pub async fn pause(name: &str) {
+    let ms = (|| {
+        fail::fail_point!(name, |arg| arg.and_then(|a| a.trim().parse::<u64>().ok()));
+        None
+    })();
+    if let Some(ms) = ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }
 
 /// What a query plans against: the buffer as of the moment it was taken, with the commit

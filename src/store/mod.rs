@@ -37,7 +37,6 @@ mod compact;
 mod flush;
 
 use object_store::ObjectStoreExt as _;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -357,6 +356,7 @@ impl Store {
     /// waits for it.
     pub async fn read_buffer(&self) -> ReadView<'_> {
         let commit = self.inner.commit.read().await;
+        buffer::pause("store::query_plan").await;
         ReadView::new(commit, &self.inner.buffer.load())
     }
 
