@@ -20,6 +20,7 @@ fn kv(key: &str, v: &str) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(v.into())),
         }),
+        ..Default::default()
     }
 }
 
@@ -29,6 +30,7 @@ fn int(key: &str, v: i64) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::IntValue(v)),
         }),
+        ..Default::default()
     }
 }
 

@@ -263,7 +263,9 @@ pub async fn ingest_command(g: &Global, config: &Config, args: IngestArgs) -> Re
     let prices = load_catalog(&loc).await?;
     // The serve defaults hold for batch import too: a flush every `max_buffer_rows` rows
     // keeps memory bounded whatever the input's size (figures in the README).
-    let cfg = store_config(g, config, &loc, &args.store, false);
+    let mut cfg = store_config(g, config, &loc, &args.store, false);
+    // Nobody retries a batch import: it waits for its flushes however long they take.
+    cfg.ingest_deadline = std::time::Duration::MAX;
     let store = Store::open(loc, cfg, prices).await?;
     let stop = Arc::new(Notify::new());
     let flusher = tokio::spawn(store.clone().run_flusher(stop.clone()));

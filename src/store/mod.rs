@@ -81,7 +81,8 @@ pub struct StoreConfig {
     /// Keys the dedupe index keeps in memory before dropping cold partitions (8 bytes each).
     pub dedupe_budget: usize,
     /// Longest time a batch waits for a flush while the buffer is past its back-pressure limit
-    /// (twice `max_buffer_rows`) before it is refused with 503 and `Retry-After`.
+    /// (twice `max_buffer_rows`) before it is refused with 503 and `Retry-After`
+    /// (`Duration::MAX`: no deadline).
     pub ingest_deadline: Duration,
     /// Open for reading only: no recovery of interrupted writes (another process may be
     /// writing), no WAL. `switchyard query` opens the store this way.
@@ -507,10 +508,13 @@ impl Store {
         if self.buffered_rows() < limit {
             return Ok(());
         }
-        let deadline = Instant::now() + self.inner.cfg.ingest_deadline;
+        // `None`: a deadline too far to count (batch import waits as long as it takes).
+        let deadline = Instant::now().checked_add(self.inner.cfg.ingest_deadline);
         while self.buffered_rows() >= limit {
             let now = Instant::now();
-            if now >= deadline {
+            let left =
+                deadline.map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now));
+            if left.is_zero() {
                 self.inner
                     .metrics
                     .overloaded
@@ -532,8 +536,7 @@ impl Store {
             }
             let wait = self.inner.flushed.notified();
             self.inner.flush_wanted.notify_one();
-            let _ =
-                tokio::time::timeout((deadline - now).min(Duration::from_millis(200)), wait).await;
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), wait).await;
         }
         Ok(())
     }
