@@ -57,7 +57,7 @@ fn day_feedback_keys(day: i64, n: u64) -> Vec<u64> {
 
 /// Makes sure a partition is in memory, loading it "from storage" when it is not.
 fn ensure(dd: &mut Dedupe, b: Bucket, load: impl FnOnce() -> Vec<u64>) {
-    for (bucket, done) in dd.missing([b]).load {
+    if let Some((bucket, done)) = dd.missing([b]).load.pop() {
         dd.install(bucket, load(), done);
     }
 }

@@ -187,7 +187,7 @@ pub async fn traces(
         use opentelemetry_proto::tonic::collector::trace::v1 as pb;
         use prost::Message;
         let resp = pb::ExportTraceServiceResponse {
-            partial_success: (rejected_spans > 0).then(|| pb::ExportTracePartialSuccess {
+            partial_success: (rejected_spans > 0).then_some(pb::ExportTracePartialSuccess {
                 rejected_spans: rejected_spans as i64,
                 error_message: message,
             }),
