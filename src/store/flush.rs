@@ -208,7 +208,6 @@ impl Store {
                 let (path, tmp) = part_paths(&dir, "");
                 loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
                 Ok::<_, Error>(Written {
-                    table: t,
                     bucket,
                     rows,
                     dir,
@@ -269,7 +268,6 @@ impl Store {
 
 /// One pending file a flush wrote.
 struct Written {
-    table: Table,
     /// The hour bucket of a partition file; `None` for rollups.
     bucket: Option<i64>,
     rows: usize,
