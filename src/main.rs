@@ -7,8 +7,6 @@ use clap::Parser;
 use switchyard::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
-    // Failpoints named in `FAILPOINTS` (see `store::wal`); none are active without it.
-    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve(_) | Command::Proxy(_)) {
         limit_malloc_arenas();
