@@ -2,12 +2,16 @@
 //! validation step (`Record::finish`) that fills defaults, checks invariants and prices the
 //! request from the catalog when the source did not report a cost.
 
+pub mod fields;
+
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use rust_decimal::Decimal;
 
 use crate::prices::PriceCatalog;
+use fields::Kind;
 
 /// Where a record's `cost_usd` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,42 +49,122 @@ impl fmt::Display for CostSource {
     }
 }
 
-/// One request attempt, in the canonical shape (see SPEC: "The canonical request record").
+/// The canonical request record's fields, in column order, each once: its Rust name, its
+/// JSON key (also the column name) and its kind (`record::fields`), which carries its Arrow
+/// type, its parsing from JSON and its bounds. The record types below, the table schema, both
+/// parsers of the canonical shape, the column builders and the read-back of stored rows are
+/// all derived from this list (`request_fields!(then)` hands it to the macro `then`).
+/// `metadata` (a string map) follows as the last column.
 ///
 /// Token counts follow the OpenAI convention: `cached_tokens` and `cache_write_tokens` are part
 /// of `prompt_tokens`, `reasoning_tokens` part of `completion_tokens`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Record {
-    pub request_id: String,
-    /// Request start, UTC microseconds since the epoch.
-    pub ts_us: i64,
-    pub model: String,
-    pub provider: Option<String>,
-    pub task: Option<String>,
-    pub gateway: Option<String>,
-    pub key_id: Option<String>,
-    pub user_id: Option<String>,
-    pub team_id: Option<String>,
-    pub app: Option<String>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub cached_tokens: Option<i64>,
-    pub cache_write_tokens: Option<i64>,
-    pub reasoning_tokens: Option<i64>,
-    pub cost_usd: Option<Decimal>,
-    pub cost_source: Option<CostSource>,
-    pub latency_ms: Option<f64>,
-    pub ttft_ms: Option<f64>,
-    pub status: Option<i32>,
-    pub error: Option<String>,
-    pub finish_reason: Option<String>,
-    pub streamed: Option<bool>,
-    pub attempt: Option<i32>,
-    pub parent_id: Option<String>,
-    pub policy_version: Option<String>,
-    pub route: Option<String>,
-    pub metadata: BTreeMap<String, String>,
+macro_rules! request_fields {
+    ($then:ident) => {
+        $then! {
+            request_id "request_id" Id,
+            /// Request start, UTC microseconds since the epoch.
+            ts_us "ts" Ts,
+            model "model" Name,
+            provider "provider" Label,
+            task "task" Task,
+            gateway "gateway" Label,
+            key_id "key_id" Label,
+            user_id "user_id" Label,
+            team_id "team_id" Label,
+            app "app" Label,
+            prompt_tokens "prompt_tokens" Count,
+            completion_tokens "completion_tokens" Count,
+            cached_tokens "cached_tokens" Count,
+            cache_write_tokens "cache_write_tokens" Count,
+            reasoning_tokens "reasoning_tokens" Count,
+            cost_usd "cost_usd" Cost,
+            cost_source "cost_source" Source,
+            latency_ms "latency_ms" Ms,
+            ttft_ms "ttft_ms" Ms,
+            status "status" Status,
+            error "error" Message,
+            finish_reason "finish_reason" Label,
+            streamed "streamed" Flag,
+            attempt "attempt" Attempt,
+            parent_id "parent_id" Label,
+            policy_version "policy_version" Label,
+            route "route" Label,
+        }
+    };
 }
+pub(crate) use request_fields;
+
+/// Defines [`Record`], [`RecordRef`] and their conversions from the field list.
+macro_rules! define_records {
+    ($($(#[$doc:meta])* $f:ident $json:literal $kind:ident,)*) => {
+        /// One request attempt, in the canonical shape (see SPEC: "The canonical request
+        /// record"), owning its text.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct Record {
+            $($(#[$doc])* pub $f: <fields::$kind as Kind>::Owned,)*
+            pub metadata: BTreeMap<String, String>,
+        }
+
+        /// The same record with its text borrowed from the input where it can be: what the
+        /// fast parser produces, what validation works on and what the columns take.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct RecordRef<'a> {
+            $($(#[$doc])* pub $f: <fields::$kind as Kind>::Ref<'a>,)*
+            pub metadata: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+        }
+
+        /// JSON keys of the canonical fields, which are also the column names, in column order.
+        pub const REQUEST_KEYS: &[&str] = &[$($json,)* "metadata"];
+
+        impl Record {
+            /// The borrowed shape of this record (no copy).
+            pub fn as_ref(&self) -> RecordRef<'_> {
+                RecordRef {
+                    $($f: <fields::$kind as Kind>::borrow(&self.$f),)*
+                    metadata: self
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                        .collect(),
+                }
+            }
+
+            /// The borrowed shape, moving the text (no copy).
+            pub fn into_ref(self) -> RecordRef<'static> {
+                RecordRef {
+                    $($f: <fields::$kind as Kind>::lift(self.$f),)*
+                    metadata: self
+                        .metadata
+                        .into_iter()
+                        .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+                        .collect(),
+                }
+            }
+        }
+
+        impl RecordRef<'_> {
+            /// Copies the borrowed text.
+            pub fn into_owned(self) -> Record {
+                Record {
+                    $($f: <fields::$kind as Kind>::own(self.$f),)*
+                    metadata: self
+                        .metadata
+                        .into_iter()
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect(),
+                }
+            }
+
+            /// Each field against the bounds of its kind, in column order.
+            fn check_fields(&self) -> Result<(), String> {
+                $(<fields::$kind as Kind>::check($json, &self.$f)?;)*
+                Ok(())
+            }
+        }
+    };
+}
+
+request_fields!(define_records);
 
 /// A quality (or other metric) judgement of one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,79 +213,34 @@ pub fn bound_cost(c: Decimal, source: CostSource) -> Result<Decimal, String> {
     Ok(c)
 }
 
-fn check_text(field: &str, v: &Option<String>) -> Result<(), String> {
-    if let Some(s) = v
-        && s.len() > 4096
-    {
-        return Err(format!("`{field}` is longer than 4096 bytes"));
-    }
-    Ok(())
-}
-
-fn check_count(field: &str, v: Option<i64>) -> Result<(), String> {
-    match v {
-        Some(n) if n < 0 => Err(format!("`{field}` must be >= 0, got {n}")),
-        Some(n) if n > 100_000_000_000 => Err(format!("`{field}` is implausibly large: {n}")),
-        _ => Ok(()),
-    }
-}
-
-fn check_ms(field: &str, v: Option<f64>) -> Result<(), String> {
-    match v {
-        Some(x) if !x.is_finite() || x < 0.0 => {
-            Err(format!("`{field}` must be a finite number >= 0, got {x}"))
-        }
-        _ => Ok(()),
-    }
-}
-
 impl Record {
     /// Validates the record, fills defaults (`task`, `provider`, `status`) and prices it.
     ///
     /// The error names the offending field; the record is then rejected as a whole.
-    pub fn finish(mut self, prices: &PriceCatalog) -> Result<Record, String> {
-        if self.request_id.trim().is_empty() {
-            return Err("`request_id` is required and must be a non-empty string".into());
-        }
-        if self.request_id.len() > 512 {
-            return Err("`request_id` is longer than 512 bytes".into());
-        }
-        if self.model.trim().is_empty() {
-            return Err("`model` is required and must be a non-empty string".into());
-        }
-        if !(MIN_TS_US..MAX_TS_US).contains(&self.ts_us) {
-            return Err(format!(
-                "`ts` is out of range (years 1990 to 2199): {} µs since the epoch",
-                self.ts_us
-            ));
-        }
-        if self.model.len() > 4096 {
-            return Err("`model` is longer than 4096 bytes".into());
-        }
-        for (f, v) in [
-            ("provider", &self.provider),
-            ("task", &self.task),
-            ("gateway", &self.gateway),
-            ("key_id", &self.key_id),
-            ("user_id", &self.user_id),
-            ("team_id", &self.team_id),
-            ("app", &self.app),
-            ("finish_reason", &self.finish_reason),
-            ("parent_id", &self.parent_id),
-            ("policy_version", &self.policy_version),
-            ("route", &self.route),
-        ] {
-            check_text(f, v)?;
-        }
-        for (f, v) in [
-            ("prompt_tokens", self.prompt_tokens),
-            ("completion_tokens", self.completion_tokens),
-            ("cached_tokens", self.cached_tokens),
-            ("cache_write_tokens", self.cache_write_tokens),
-            ("reasoning_tokens", self.reasoning_tokens),
-        ] {
-            check_count(f, v)?;
-        }
+    pub fn finish(self, prices: &PriceCatalog) -> Result<Record, String> {
+        let mut r = self.into_ref();
+        r.finish(prices)?;
+        Ok(r.into_owned())
+    }
+
+    /// The token counts of this record, zero where absent.
+    pub fn usage(&self) -> Usage {
+        Usage::of(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+        )
+    }
+}
+
+impl<'a> RecordRef<'a> {
+    /// Validates the record in place, fills defaults (`task`, `provider`, `status`) and
+    /// prices it: the one validation step of every input shape. The error names the
+    /// offending field; the record is then rejected as a whole.
+    pub fn finish(&mut self, prices: &PriceCatalog) -> Result<(), String> {
+        self.check_fields()?;
         let prompt = self.prompt_tokens.unwrap_or(0);
         let cached = self.cached_tokens.unwrap_or(0) + self.cache_write_tokens.unwrap_or(0);
         if self.prompt_tokens.is_some() && cached > prompt {
@@ -216,26 +255,14 @@ impl Record {
                 "`reasoning_tokens` ({r}) exceed `completion_tokens` ({c})"
             ));
         }
-        check_ms("latency_ms", self.latency_ms)?;
-        check_ms("ttft_ms", self.ttft_ms)?;
-        if let Some(s) = self.status
-            && !(0..1000).contains(&s)
-        {
-            return Err(format!("`status` must be an HTTP status code, got {s}"));
-        }
-        if let Some(a) = self.attempt
-            && a < 0
-        {
-            return Err(format!("`attempt` must be >= 0, got {a}"));
-        }
         if self.task.as_deref().is_none_or(|t| t.trim().is_empty()) {
-            self.task = Some("default".into());
+            self.task = Some(Cow::Borrowed(fields::DEFAULT_TASK));
         }
         if self.status.is_none() {
             self.status = Some(if self.error.is_some() { 500 } else { 200 });
         }
         if self.provider.is_none() {
-            self.provider = prices.provider_of(&self.model);
+            self.provider = provider_of(&self.model, prices);
         }
         match self.cost_usd {
             Some(c) => {
@@ -250,24 +277,65 @@ impl Record {
                 None => self.cost_source = Some(CostSource::Unknown),
             },
         }
-        Ok(self)
+        Ok(())
     }
 
     /// The token counts of this record, zero where absent.
     pub fn usage(&self) -> Usage {
-        Usage {
-            prompt: self.prompt_tokens.unwrap_or(0),
-            completion: self.completion_tokens.unwrap_or(0),
-            cached: self.cached_tokens.unwrap_or(0),
-            cache_write: self.cache_write_tokens.unwrap_or(0),
-            reasoning: self.reasoning_tokens.unwrap_or(0),
-        }
+        Usage::of(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+        )
     }
+}
+
+/// The provider of a model (its `provider/` prefix, else the catalog's), borrowing the
+/// prefix from a borrowed model name when it is already lowercase.
+fn provider_of<'a>(model: &Cow<'a, str>, prices: &PriceCatalog) -> Option<Cow<'a, str>> {
+    if let Cow::Borrowed(m) = model
+        && let Some((p, _)) = m.split_once('/')
+        && !p.is_empty()
+        && !p.bytes().any(|b| b.is_ascii_uppercase())
+    {
+        return Some(Cow::Borrowed(p));
+    }
+    prices.provider_of(model).map(Cow::Owned)
 }
 
 impl Feedback {
     /// Validates a feedback record: `quality` values must lie in [0, 1].
     pub fn finish(self) -> Result<Feedback, String> {
+        self.as_ref().check()?;
+        Ok(self)
+    }
+
+    pub fn as_ref(&self) -> FeedbackRef<'_> {
+        FeedbackRef {
+            request_id: Cow::Borrowed(&self.request_id),
+            ts_us: self.ts_us,
+            metric: Cow::Borrowed(&self.metric),
+            value: self.value,
+            source: self.source.as_deref().map(Cow::Borrowed),
+        }
+    }
+}
+
+/// A feedback record borrowing its text from the input (the fast path and the columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackRef<'a> {
+    pub request_id: Cow<'a, str>,
+    pub ts_us: i64,
+    pub metric: Cow<'a, str>,
+    pub value: f64,
+    pub source: Option<Cow<'a, str>>,
+}
+
+impl FeedbackRef<'_> {
+    /// The one validation of feedback: `quality` values must lie in [0, 1].
+    pub fn check(&self) -> Result<(), String> {
         if self.request_id.trim().is_empty() {
             return Err("`request_id` is required and must be a non-empty string".into());
         }
@@ -286,7 +354,17 @@ impl Feedback {
         if !(MIN_TS_US..MAX_TS_US).contains(&self.ts_us) {
             return Err(format!("`ts` is out of range: {} µs", self.ts_us));
         }
-        Ok(self)
+        Ok(())
+    }
+
+    pub fn into_owned(self) -> Feedback {
+        Feedback {
+            request_id: self.request_id.into_owned(),
+            ts_us: self.ts_us,
+            metric: self.metric.into_owned(),
+            value: self.value,
+            source: self.source.map(Cow::into_owned),
+        }
     }
 }
 
@@ -301,6 +379,23 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The counts of a record, zero where absent.
+    pub fn of(
+        prompt: Option<i64>,
+        completion: Option<i64>,
+        cached: Option<i64>,
+        cache_write: Option<i64>,
+        reasoning: Option<i64>,
+    ) -> Usage {
+        Usage {
+            prompt: prompt.unwrap_or(0),
+            completion: completion.unwrap_or(0),
+            cached: cached.unwrap_or(0),
+            cache_write: cache_write.unwrap_or(0),
+            reasoning: reasoning.unwrap_or(0),
+        }
+    }
+
     /// Converts Anthropic-style counts, where `input_tokens` excludes cache reads and writes,
     /// to the OpenAI convention used by the canonical record.
     pub fn from_anthropic(input: i64, output: i64, cache_read: i64, cache_write: i64) -> Usage {

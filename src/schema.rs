@@ -7,22 +7,18 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
-    MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, Float64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use chrono::{DateTime, Datelike, Timelike};
-use rust_decimal::Decimal;
 
-use crate::error::Result;
-use crate::record::{COST_SCALE, Feedback, Record};
+use crate::error::{Error, Result};
+use crate::record::fields::{self, Kind, utc_ts};
+use crate::record::{Feedback, FeedbackRef, Record, RecordRef};
 
-/// Precision of `cost_usd`: DECIMAL(18, 12) fits a Parquet INT64 and up to 999,999 USD.
-pub const COST_PRECISION: u8 = 18;
-
-fn utc_ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
+pub use crate::record::COST_SCALE;
+pub use crate::record::fields::COST_PRECISION;
 
 fn metadata_type() -> DataType {
     let entries = Fields::from(vec![
@@ -43,43 +39,21 @@ fn partition_fields(hour: bool) -> Vec<Field> {
     f
 }
 
+/// The columns of the canonical fields, from the field list.
+macro_rules! arrow_fields {
+    ($($(#[$doc:meta])* $f:ident $json:literal $kind:ident,)*) => {
+        vec![$(Field::new(
+            $json,
+            <fields::$kind as Kind>::data_type(),
+            <fields::$kind as Kind>::NULLABLE,
+        ),)*]
+    };
+}
+
 fn request_fields() -> Vec<Field> {
-    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
-    let i = |n: &str| Field::new(n, DataType::Int64, true);
-    vec![
-        s("request_id", false),
-        Field::new("ts", utc_ts(), false),
-        s("model", false),
-        s("provider", true),
-        s("task", false),
-        s("gateway", true),
-        s("key_id", true),
-        s("user_id", true),
-        s("team_id", true),
-        s("app", true),
-        i("prompt_tokens"),
-        i("completion_tokens"),
-        i("cached_tokens"),
-        i("cache_write_tokens"),
-        i("reasoning_tokens"),
-        Field::new(
-            "cost_usd",
-            DataType::Decimal128(COST_PRECISION, COST_SCALE as i8),
-            true,
-        ),
-        s("cost_source", false),
-        Field::new("latency_ms", DataType::Float64, true),
-        Field::new("ttft_ms", DataType::Float64, true),
-        Field::new("status", DataType::Int32, true),
-        s("error", true),
-        s("finish_reason", true),
-        Field::new("streamed", DataType::Boolean, true),
-        Field::new("attempt", DataType::Int32, true),
-        s("parent_id", true),
-        s("policy_version", true),
-        s("route", true),
-        Field::new("metadata", metadata_type(), true),
-    ]
+    let mut f = crate::record::request_fields!(arrow_fields);
+    f.push(Field::new("metadata", metadata_type(), true));
+    f
 }
 
 fn feedback_fields() -> Vec<Field> {
@@ -276,249 +250,182 @@ impl PartitionCache {
     }
 }
 
-fn decimal_units(d: Decimal) -> i128 {
-    let mut d = d;
-    d.rescale(COST_SCALE);
-    d.mantissa()
-}
-
-/// Builds a `requests` batch (table schema, with partition columns) from finished records.
-pub fn requests_to_batch(records: &[Record]) -> Result<RecordBatch> {
-    let n = records.len();
-    // Builders get their exact sizes: buffered batches stay as small as they can be.
-    let str_col = |f: &dyn Fn(&Record) -> Option<&str>| -> ArrayRef {
-        let bytes = records.iter().map(|r| f(r).map_or(0, str::len)).sum();
-        let mut b = StringBuilder::with_capacity(n, bytes);
-        for r in records {
-            b.append_option(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    let i64_col = |f: &dyn Fn(&Record) -> Option<i64>| -> ArrayRef {
-        let mut b = Int64Builder::with_capacity(n);
-        for r in records {
-            b.append_option(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    let f64_col = |f: &dyn Fn(&Record) -> Option<f64>| -> ArrayRef {
-        let mut b = Float64Builder::with_capacity(n);
-        for r in records {
-            b.append_option(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    let i32_col = |f: &dyn Fn(&Record) -> Option<i32>| -> ArrayRef {
-        let mut b = Int32Builder::with_capacity(n);
-        for r in records {
-            b.append_option(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut cost = Decimal128Builder::with_capacity(n)
-        .with_precision_and_scale(COST_PRECISION, COST_SCALE as i8)?;
-    let mut streamed = BooleanBuilder::with_capacity(n);
-    let entries: usize = records.iter().map(|r| r.metadata.len()).sum();
-    let (kb, vb) = records
-        .iter()
-        .flat_map(|r| r.metadata.iter())
-        .fold((0, 0), |(k, v), (a, b)| (k + a.len(), v + b.len()));
-    let mut meta = MapBuilder::with_capacity(
+fn metadata_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
         Some(MapFieldNames {
             entry: "entries".into(),
             key: "keys".into(),
             value: "values".into(),
         }),
-        StringBuilder::with_capacity(entries, kb),
-        StringBuilder::with_capacity(entries, vb),
-        n,
-    );
-    let mut date = StringBuilder::with_capacity(n, n * 10);
-    let mut hour = StringBuilder::with_capacity(n, n * 2);
-    let mut pc = PartitionCache::new();
-    for r in records {
-        ts.append_value(r.ts_us);
-        cost.append_option(r.cost_usd.map(decimal_units));
-        streamed.append_option(r.streamed);
-        if r.metadata.is_empty() {
-            meta.append(false)?;
-        } else {
-            for (k, v) in &r.metadata {
-                meta.keys().append_value(k);
-                meta.values().append_value(v);
-            }
-            meta.append(true)?;
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
+}
+
+/// Defines [`RequestColumns`] and [`batch_to_requests`] from the field list.
+macro_rules! define_columns {
+    ($($(#[$doc:meta])* $f:ident $json:literal $kind:ident,)*) => {
+        /// Column builders of a `requests` batch (table schema, with the partition columns):
+        /// finished records are appended straight into them, text copied once from the input.
+        pub struct RequestColumns {
+            $($f: <fields::$kind as Kind>::Builder,)*
+            metadata: MapBuilder<StringBuilder, StringBuilder>,
+            date: StringBuilder,
+            hour: StringBuilder,
+            partitions: PartitionCache,
+            rows: usize,
         }
-        let (d, h) = pc.get(r.ts_us);
-        date.append_value(d);
-        hour.append_value(h);
+
+        impl RequestColumns {
+            pub fn with_capacity(rows: usize) -> Self {
+                RequestColumns {
+                    $($f: <fields::$kind as Kind>::builder(rows),)*
+                    metadata: metadata_builder(),
+                    date: StringBuilder::with_capacity(rows, rows * 10),
+                    hour: StringBuilder::with_capacity(rows, rows * 2),
+                    partitions: PartitionCache::new(),
+                    rows: 0,
+                }
+            }
+
+            /// Appends one finished record.
+            pub fn append(&mut self, r: &RecordRef<'_>) -> Result<()> {
+                $(<fields::$kind as Kind>::append(&mut self.$f, &r.$f);)*
+                for (k, v) in &r.metadata {
+                    self.metadata.keys().append_value(k);
+                    self.metadata.values().append_value(v);
+                }
+                self.metadata.append(!r.metadata.is_empty())?;
+                let (d, h) = self.partitions.get(r.ts_us);
+                self.date.append_value(d);
+                self.hour.append_value(h);
+                self.rows += 1;
+                Ok(())
+            }
+
+            /// The batch of the rows appended so far; `None` when there are none.
+            pub fn finish(mut self) -> Result<Option<RecordBatch>> {
+                if self.rows == 0 {
+                    return Ok(None);
+                }
+                let columns: Vec<ArrayRef> = vec![
+                    $(<fields::$kind as Kind>::finish(&mut self.$f),)*
+                    Arc::new(self.metadata.finish()),
+                    Arc::new(self.date.finish()),
+                    Arc::new(self.hour.finish()),
+                ];
+                Ok(Some(RecordBatch::try_new(Table::Requests.table_schema(), columns)?))
+            }
+        }
+
+        /// Reads `requests` rows back into records (file or table schema; columns found by
+        /// name and checked against the field list).
+        pub fn batch_to_requests(batch: &RecordBatch) -> Result<Vec<Record>> {
+            let col = |name: &str, ty: DataType| -> Result<&ArrayRef> {
+                let c = batch.column_by_name(name).ok_or_else(|| {
+                    Error::Invalid(format!("requests batch has no `{name}` column"))
+                })?;
+                if c.data_type() != &ty {
+                    return Err(Error::Invalid(format!(
+                        "`{name}` is {}, not {ty}",
+                        c.data_type()
+                    )));
+                }
+                Ok(c)
+            };
+            $(let $f = col($json, <fields::$kind as Kind>::data_type())?;)*
+            let mut out = Vec::with_capacity(batch.num_rows());
+            for i in 0..batch.num_rows() {
+                out.push(Record {
+                    $($f: <fields::$kind as Kind>::read($f.as_ref(), i),)*
+                    metadata: metadata_at(batch, i),
+                });
+            }
+            Ok(out)
+        }
+    };
+}
+
+crate::record::request_fields!(define_columns);
+
+/// Builds a `requests` batch (table schema, with partition columns) from finished records.
+pub fn requests_to_batch(records: &[Record]) -> Result<RecordBatch> {
+    let mut cols = RequestColumns::with_capacity(records.len());
+    for r in records {
+        cols.append(&r.as_ref())?;
     }
-    let columns: Vec<ArrayRef> = vec![
-        str_col(&|r| Some(&r.request_id)),
-        Arc::new(ts.finish()),
-        str_col(&|r| Some(&r.model)),
-        str_col(&|r| r.provider.as_deref()),
-        str_col(&|r| Some(r.task.as_deref().unwrap_or("default"))),
-        str_col(&|r| r.gateway.as_deref()),
-        str_col(&|r| r.key_id.as_deref()),
-        str_col(&|r| r.user_id.as_deref()),
-        str_col(&|r| r.team_id.as_deref()),
-        str_col(&|r| r.app.as_deref()),
-        i64_col(&|r| r.prompt_tokens),
-        i64_col(&|r| r.completion_tokens),
-        i64_col(&|r| r.cached_tokens),
-        i64_col(&|r| r.cache_write_tokens),
-        i64_col(&|r| r.reasoning_tokens),
-        Arc::new(cost.finish()),
-        str_col(&|r| Some(r.cost_source.map(|c| c.as_str()).unwrap_or("unknown"))),
-        f64_col(&|r| r.latency_ms),
-        f64_col(&|r| r.ttft_ms),
-        i32_col(&|r| r.status),
-        str_col(&|r| r.error.as_deref()),
-        str_col(&|r| r.finish_reason.as_deref()),
-        Arc::new(streamed.finish()),
-        i32_col(&|r| r.attempt),
-        str_col(&|r| r.parent_id.as_deref()),
-        str_col(&|r| r.policy_version.as_deref()),
-        str_col(&|r| r.route.as_deref()),
-        Arc::new(meta.finish()),
-        Arc::new(date.finish()),
-        Arc::new(hour.finish()),
-    ];
-    Ok(RecordBatch::try_new(
-        Table::Requests.table_schema(),
-        columns,
-    )?)
+    match cols.finish()? {
+        Some(b) => Ok(b),
+        None => Ok(RecordBatch::new_empty(Table::Requests.table_schema())),
+    }
+}
+
+/// Column builders of a `feedback` batch (table schema, with `date`).
+pub struct FeedbackColumns {
+    id: StringBuilder,
+    ts: TimestampMicrosecondBuilder,
+    metric: StringBuilder,
+    value: Float64Builder,
+    source: StringBuilder,
+    date: StringBuilder,
+    partitions: PartitionCache,
+    rows: usize,
+}
+
+impl FeedbackColumns {
+    pub fn with_capacity(n: usize) -> Self {
+        FeedbackColumns {
+            id: StringBuilder::with_capacity(n, n * 24),
+            ts: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            metric: StringBuilder::with_capacity(n, n * 8),
+            value: Float64Builder::with_capacity(n),
+            source: StringBuilder::with_capacity(n, n * 4),
+            date: StringBuilder::with_capacity(n, n * 10),
+            partitions: PartitionCache::new(),
+            rows: 0,
+        }
+    }
+
+    /// Appends one validated feedback record.
+    pub fn append(&mut self, f: &FeedbackRef<'_>) {
+        self.id.append_value(&f.request_id);
+        self.ts.append_value(f.ts_us);
+        self.metric.append_value(&f.metric);
+        self.value.append_value(f.value);
+        self.source.append_option(f.source.as_deref());
+        self.date.append_value(self.partitions.get(f.ts_us).0);
+        self.rows += 1;
+    }
+
+    /// The batch of the rows appended so far; `None` when there are none.
+    pub fn finish(mut self) -> Result<Option<RecordBatch>> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        Ok(Some(RecordBatch::try_new(
+            Table::Feedback.table_schema(),
+            vec![
+                Arc::new(self.id.finish()),
+                Arc::new(self.ts.finish()),
+                Arc::new(self.metric.finish()),
+                Arc::new(self.value.finish()),
+                Arc::new(self.source.finish()),
+                Arc::new(self.date.finish()),
+            ],
+        )?))
+    }
 }
 
 /// Builds a `feedback` batch (table schema, with `date`) from finished feedback records.
 pub fn feedback_to_batch(items: &[Feedback]) -> Result<RecordBatch> {
-    let n = items.len();
-    let mut id = StringBuilder::with_capacity(n, n * 24);
-    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut metric = StringBuilder::with_capacity(n, n * 8);
-    let mut value = Float64Builder::with_capacity(n);
-    let mut source = StringBuilder::with_capacity(n, n * 4);
-    let mut date = StringBuilder::with_capacity(n, n * 10);
-    let mut pc = PartitionCache::new();
+    let mut cols = FeedbackColumns::with_capacity(items.len());
     for f in items {
-        id.append_value(&f.request_id);
-        ts.append_value(f.ts_us);
-        metric.append_value(&f.metric);
-        value.append_value(f.value);
-        source.append_option(f.source.as_deref());
-        date.append_value(pc.get(f.ts_us).0);
+        cols.append(&f.as_ref());
     }
-    Ok(RecordBatch::try_new(
-        Table::Feedback.table_schema(),
-        vec![
-            Arc::new(id.finish()),
-            Arc::new(ts.finish()),
-            Arc::new(metric.finish()),
-            Arc::new(value.finish()),
-            Arc::new(source.finish()),
-            Arc::new(date.finish()),
-        ],
-    )?)
-}
-
-/// Reads `requests` rows back into records (file or table schema; columns found by name).
-pub fn batch_to_requests(batch: &RecordBatch) -> Result<Vec<Record>> {
-    use crate::error::Error;
-    use crate::record::CostSource;
-    use arrow::array::AsArray;
-    use arrow::datatypes::{
-        Decimal128Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
-    };
-
-    let col = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::Invalid(format!("requests batch has no `{name}` column")))
-    };
-    let text = |name: &str| -> Result<&arrow::array::StringArray> {
-        col(name)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| Error::Invalid(format!("`{name}` is not a string column")))
-    };
-    let opt_text =
-        |a: &arrow::array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
-    let ids = text("request_id")?;
-    let ts = col("ts")?.as_primitive::<TimestampMicrosecondType>();
-    let model = text("model")?;
-    let strs: Vec<&arrow::array::StringArray> = [
-        "provider",
-        "task",
-        "gateway",
-        "key_id",
-        "user_id",
-        "team_id",
-        "app",
-        "error",
-        "finish_reason",
-        "parent_id",
-        "policy_version",
-        "route",
-        "cost_source",
-    ]
-    .iter()
-    .map(|n| text(n))
-    .collect::<Result<_>>()?;
-    let ints: Vec<&arrow::array::Int64Array> = [
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "cache_write_tokens",
-        "reasoning_tokens",
-    ]
-    .iter()
-    .map(|n| col(n).map(|c| c.as_primitive::<Int64Type>()))
-    .collect::<Result<_>>()?;
-    let cost = col("cost_usd")?.as_primitive::<Decimal128Type>();
-    let latency = col("latency_ms")?.as_primitive::<Float64Type>();
-    let ttft = col("ttft_ms")?.as_primitive::<Float64Type>();
-    let status = col("status")?.as_primitive::<Int32Type>();
-    let attempt = col("attempt")?.as_primitive::<Int32Type>();
-    let streamed = col("streamed")?.as_boolean();
-    let oi = |a: &arrow::array::Int64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
-    let of = |a: &arrow::array::Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
-    let o32 = |a: &arrow::array::Int32Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
-        out.push(Record {
-            request_id: ids.value(i).to_string(),
-            ts_us: ts.value(i),
-            model: model.value(i).to_string(),
-            provider: opt_text(strs[0], i),
-            task: opt_text(strs[1], i),
-            gateway: opt_text(strs[2], i),
-            key_id: opt_text(strs[3], i),
-            user_id: opt_text(strs[4], i),
-            team_id: opt_text(strs[5], i),
-            app: opt_text(strs[6], i),
-            prompt_tokens: oi(ints[0], i),
-            completion_tokens: oi(ints[1], i),
-            cached_tokens: oi(ints[2], i),
-            cache_write_tokens: oi(ints[3], i),
-            reasoning_tokens: oi(ints[4], i),
-            cost_usd: (!cost.is_null(i))
-                .then(|| Decimal::from_i128_with_scale(cost.value(i), COST_SCALE)),
-            cost_source: opt_text(strs[12], i).as_deref().and_then(CostSource::parse),
-            latency_ms: of(latency, i),
-            ttft_ms: of(ttft, i),
-            status: o32(status, i),
-            error: opt_text(strs[7], i),
-            finish_reason: opt_text(strs[8], i),
-            streamed: (!streamed.is_null(i)).then(|| streamed.value(i)),
-            attempt: o32(attempt, i),
-            parent_id: opt_text(strs[9], i),
-            policy_version: opt_text(strs[10], i),
-            route: opt_text(strs[11], i),
-            metadata: metadata_at(batch, i),
-        });
+    match cols.finish()? {
+        Some(b) => Ok(b),
+        None => Ok(RecordBatch::new_empty(Table::Feedback.table_schema())),
     }
-    Ok(out)
 }
 
 /// The metadata of row `i` of a `requests` batch, as a map (used by tests and exports).

@@ -16,7 +16,7 @@ use super::{Outcome, load_catalog, store_config};
 use crate::cli::{Global, IngestArgs};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::formats::{self, Format};
+use crate::formats::Format;
 use crate::store::{Location, Prepared, Store};
 
 /// Bytes per parse chunk.
@@ -196,8 +196,9 @@ pub async fn ingest_paths(
                         Err(_) => return,
                     };
                     let Ok(chunk) = chunk else { return };
-                    let parsed = formats::parse_body(&chunk.body, format, now);
-                    let prepared = store.prepare(parsed);
+                    let prepared = store
+                        .prepare_body(&chunk.body, format, now)
+                        .map(|p| p.unwrap_or_default());
                     if tx
                         .blocking_send((chunk.seq, chunk.first_line, prepared))
                         .is_err()

@@ -1,106 +1,58 @@
 //! The canonical record shape (SPEC: "The canonical request record") and feedback records.
 //! Unknown fields are kept in `metadata` as strings, never an error.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{
-    opt_bool, opt_f64, opt_i32, opt_i64, opt_str, req_str, stringify, take_str, value_decimal,
-    value_ts_ms,
-};
-use crate::record::{CostSource, Feedback, Item, Record};
+use super::{opt_str, req_str, stringify, value_ts_ms};
+use crate::record::fields::{self, Kind, Text};
+use crate::record::{Feedback, FeedbackRef, Item, Record, RecordRef};
 
-/// Fields of the canonical record; everything else goes to `metadata`.
-const KNOWN: &[&str] = &[
-    "request_id",
-    "ts",
-    "model",
-    "provider",
-    "task",
-    "gateway",
-    "key_id",
-    "user_id",
-    "team_id",
-    "app",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "cost_source",
-    "latency_ms",
-    "ttft_ms",
-    "status",
-    "error",
-    "finish_reason",
-    "streamed",
-    "attempt",
-    "parent_id",
-    "policy_version",
-    "route",
-    "metadata",
-    "date",
-    "hour",
-];
+/// Keys of the canonical shape that are not fields: the partition columns of a stored record
+/// read back, ignored.
+const IGNORED: &[&str] = &["date", "hour"];
 
-fn required(v: Option<String>, key: &str) -> Result<String, String> {
-    v.filter(|s| !s.is_empty())
-        .ok_or_else(|| format!("`{key}` is required"))
+/// The general path's field reads, from the field list: lenient (numbers as strings, ...),
+/// each error naming its field.
+macro_rules! take_fields {
+    ($($(#[$doc:meta])* $f:ident $json:literal $kind:ident,)*) => {
+        fn take_fields(obj: &mut Map<String, Value>) -> Result<Record, String> {
+            Ok(Record {
+                $($f: <fields::$kind as Kind>::take(obj, $json)?,)*
+                metadata: BTreeMap::new(),
+            })
+        }
+    };
 }
+crate::record::request_fields!(take_fields);
 
 /// A canonical request record.
 pub fn record(mut obj: Map<String, Value>) -> Result<Item, String> {
-    let ts_us = value_ts_ms(obj.get("ts"), "ts")?.ok_or("`ts` is required")?;
-    let mut r = Record {
-        request_id: required(take_str(&mut obj, "request_id")?, "request_id")?,
-        ts_us,
-        model: required(take_str(&mut obj, "model")?, "model")?,
-        provider: take_str(&mut obj, "provider")?,
-        task: take_str(&mut obj, "task")?,
-        gateway: take_str(&mut obj, "gateway")?,
-        key_id: take_str(&mut obj, "key_id")?,
-        user_id: take_str(&mut obj, "user_id")?,
-        team_id: take_str(&mut obj, "team_id")?,
-        app: take_str(&mut obj, "app")?,
-        prompt_tokens: opt_i64(&obj, "prompt_tokens")?,
-        completion_tokens: opt_i64(&obj, "completion_tokens")?,
-        cached_tokens: opt_i64(&obj, "cached_tokens")?,
-        cache_write_tokens: opt_i64(&obj, "cache_write_tokens")?,
-        reasoning_tokens: opt_i64(&obj, "reasoning_tokens")?,
-        cost_usd: value_decimal(obj.get("cost_usd"), "cost_usd")?,
-        cost_source: None,
-        latency_ms: opt_f64(&obj, "latency_ms")?,
-        ttft_ms: opt_f64(&obj, "ttft_ms")?,
-        status: opt_i32(&obj, "status")?,
-        error: take_str(&mut obj, "error")?,
-        finish_reason: take_str(&mut obj, "finish_reason")?,
-        streamed: opt_bool(&obj, "streamed")?,
-        attempt: opt_i32(&obj, "attempt")?,
-        parent_id: take_str(&mut obj, "parent_id")?,
-        policy_version: take_str(&mut obj, "policy_version")?,
-        route: take_str(&mut obj, "route")?,
-        metadata: Default::default(),
-    };
+    let mut r = take_fields(&mut obj)?;
     // A stored record read back says `cost_source: unknown` with a null cost: keep it so.
-    if r.cost_usd.is_none() && obj.get("cost_source").and_then(Value::as_str) == Some("unknown") {
-        r.cost_source = Some(CostSource::Unknown);
+    if r.cost_usd.is_some() {
+        r.cost_source = None;
     }
-    match obj.get("metadata") {
+    match obj.remove("metadata") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                r.metadata.insert(k.clone(), stringify(v));
+                r.metadata.insert(k, stringify(&v));
             }
         }
         Some(v) => {
             return Err(format!(
                 "`metadata` must be an object of strings, got {}",
-                super::json_kind(v)
+                super::json_kind(&v)
             ));
         }
     }
     for (k, v) in obj {
-        if !KNOWN.contains(&k.as_str()) && !v.is_null() {
+        if !IGNORED.contains(&k.as_str()) && !v.is_null() {
             r.metadata.entry(k).or_insert_with(|| stringify(&v));
         }
     }
@@ -123,151 +75,102 @@ pub fn feedback(obj: Map<String, Value>, now_us: i64) -> Result<Item, String> {
     }))
 }
 
+/// Why the fast path gave a record up (never shown: the general path names the problem).
+fn give_up<E: de::Error>() -> E {
+    E::custom("not for the fast path")
+}
+
+/// `metadata` as the fast path takes it: an object of strings.
+struct Meta<'a>(BTreeMap<Cow<'a, str>, Cow<'a, str>>);
+
+impl<'de> de::Deserialize<'de> for Meta<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Meta<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Meta<'de>, A::Error> {
+                let mut m = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    m.insert(k.0, v.0);
+                }
+                Ok(Meta(m))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The fast path's parser, from the field list: a strict, borrowing read of one object with
+/// no intermediate JSON tree.
+macro_rules! fast_fields {
+    ($($(#[$doc:meta])* $f:ident $json:literal $kind:ident,)*) => {
+        struct FastRecord;
+
+        impl<'de> Visitor<'de> for FastRecord {
+            type Value = RecordRef<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a canonical record")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RecordRef<'de>, A::Error> {
+                $(let mut $f: Option<<fields::$kind as Kind>::Ref<'de>> = None;)*
+                let mut metadata: Option<Meta<'de>> = None;
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match key.0.as_ref() {
+                        $($json => {
+                            if $f.is_some() {
+                                return Err(give_up());
+                            }
+                            $f = Some(<fields::$kind as Kind>::parse(&mut map)?);
+                        })*
+                        "metadata" => {
+                            if metadata.is_some() {
+                                return Err(give_up());
+                            }
+                            metadata = Some(
+                                map.next_value::<Option<Meta<'de>>>()?
+                                    .unwrap_or(Meta(BTreeMap::new())),
+                            );
+                        }
+                        k if IGNORED.contains(&k) => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => return Err(give_up()),
+                    }
+                }
+                Ok(RecordRef {
+                    $($f: match $f {
+                        Some(v) => v,
+                        None => <fields::$kind as Kind>::missing().ok_or_else(give_up)?,
+                    },)*
+                    metadata: metadata.map(|m| m.0).unwrap_or_default(),
+                })
+            }
+        }
+    };
+}
+crate::record::request_fields!(fast_fields);
+
 /// The fast path for canonical records: a typed, borrowing parse with no intermediate JSON
 /// tree. Any surprise (an unknown field, a number as a string, a missing `ts`) returns `None`
 /// and the caller takes the general path, which keeps unknown fields and names errors.
-pub fn fast_record(line: &[u8]) -> Option<Record> {
-    use std::borrow::Cow;
-    use std::collections::BTreeMap;
-
-    use serde::Deserialize;
-    use serde::de::IgnoredAny;
-    use serde_json::value::RawValue;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Fast<'a> {
-        #[serde(borrow)]
-        request_id: Cow<'a, str>,
-        #[serde(borrow)]
-        ts: &'a RawValue,
-        #[serde(borrow)]
-        model: Cow<'a, str>,
-        #[serde(borrow, default)]
-        provider: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        task: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        gateway: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        key_id: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        user_id: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        team_id: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        app: Option<Cow<'a, str>>,
-        prompt_tokens: Option<i64>,
-        completion_tokens: Option<i64>,
-        cached_tokens: Option<i64>,
-        cache_write_tokens: Option<i64>,
-        reasoning_tokens: Option<i64>,
-        #[serde(borrow, default)]
-        cost_usd: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        cost_source: Option<Cow<'a, str>>,
-        latency_ms: Option<f64>,
-        ttft_ms: Option<f64>,
-        status: Option<i32>,
-        #[serde(borrow, default)]
-        error: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        finish_reason: Option<Cow<'a, str>>,
-        streamed: Option<bool>,
-        attempt: Option<i32>,
-        #[serde(borrow, default)]
-        parent_id: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        policy_version: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        route: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        metadata: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
-        #[serde(default)]
-        date: Option<IgnoredAny>,
-        #[serde(default)]
-        hour: Option<IgnoredAny>,
+pub fn fast_record(line: &[u8]) -> Option<RecordRef<'_>> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let mut r = de::Deserializer::deserialize_map(&mut de, FastRecord).ok()?;
+    de.end().ok()?;
+    if r.cost_usd.is_some() {
+        r.cost_source = None;
     }
-
-    let f: Fast = serde_json::from_slice(line).ok()?;
-    let own = |c: Option<Cow<'_, str>>| c.map(Cow::into_owned);
-    let ts_text = f.ts.get();
-    let ts_us = if let Some(s) = ts_text.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        if s.contains('\\') {
-            return None;
-        }
-        super::parse_ts_str(s)?
-    } else {
-        let ms: f64 = ts_text.parse().ok()?;
-        (ms * 1000.0).round() as i64
-    };
-    let cost_usd = match f.cost_usd.map(RawValue::get) {
-        None | Some("null") => None,
-        Some(t) => {
-            // A JSON number reads as the general path reads it (through f64, shortest form);
-            // a string keeps its exact digits.
-            let text = match t.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-                Some(s) => std::borrow::Cow::Borrowed(s),
-                None => std::borrow::Cow::Owned(
-                    serde_json::from_str::<serde_json::Number>(t)
-                        .ok()?
-                        .to_string(),
-                ),
-            };
-            Some(
-                rust_decimal::Decimal::from_str_exact(&text)
-                    .or_else(|_| rust_decimal::Decimal::from_scientific(&text))
-                    .ok()?,
-            )
-        }
-    };
-    let cost_source = match f.cost_source.as_deref() {
-        Some("unknown") if cost_usd.is_none() => Some(CostSource::Unknown),
-        _ => None,
-    };
-    let _ = (f.date, f.hour);
-    Some(Record {
-        request_id: f.request_id.into_owned(),
-        ts_us,
-        model: f.model.into_owned(),
-        provider: own(f.provider),
-        task: own(f.task),
-        gateway: own(f.gateway),
-        key_id: own(f.key_id),
-        user_id: own(f.user_id),
-        team_id: own(f.team_id),
-        app: own(f.app),
-        prompt_tokens: f.prompt_tokens,
-        completion_tokens: f.completion_tokens,
-        cached_tokens: f.cached_tokens,
-        cache_write_tokens: f.cache_write_tokens,
-        reasoning_tokens: f.reasoning_tokens,
-        cost_usd,
-        cost_source,
-        latency_ms: f.latency_ms,
-        ttft_ms: f.ttft_ms,
-        status: f.status,
-        error: own(f.error),
-        finish_reason: own(f.finish_reason),
-        streamed: f.streamed,
-        attempt: f.attempt,
-        parent_id: own(f.parent_id),
-        policy_version: own(f.policy_version),
-        route: own(f.route),
-        metadata: f
-            .metadata
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-    })
+    Some(r)
 }
 
 /// The fast path for feedback records, like [`fast_record`]: `None` sends the line to the
 /// general path.
-pub fn fast_feedback(line: &[u8], now_us: i64) -> Option<Feedback> {
-    use std::borrow::Cow;
-
+pub fn fast_feedback(line: &[u8], now_us: i64) -> Option<FeedbackRef<'_>> {
     use serde::Deserialize;
     use serde_json::value::RawValue;
 
@@ -286,19 +189,16 @@ pub fn fast_feedback(line: &[u8], now_us: i64) -> Option<Feedback> {
     }
 
     let f: Fast = serde_json::from_slice(line).ok()?;
-    let ts_us = match f.ts.map(RawValue::get) {
-        None | Some("null") => now_us,
-        Some(t) => match t.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-            Some(s) if !s.contains('\\') => super::parse_ts_str(s)?,
-            Some(_) => return None,
-            None => (t.parse::<f64>().ok()? * 1000.0).round() as i64,
-        },
+    let ts_us = match f.ts {
+        None => now_us,
+        Some(t) if t.get() == "null" => now_us,
+        Some(t) => fields::raw_ts(t)?,
     };
-    Some(Feedback {
-        request_id: f.request_id.into_owned(),
+    Some(FeedbackRef {
+        request_id: f.request_id,
         ts_us,
-        metric: f.metric.map_or_else(|| "quality".into(), Cow::into_owned),
+        metric: f.metric.unwrap_or(Cow::Borrowed("quality")),
         value: f.value,
-        source: f.source.map(Cow::into_owned),
+        source: f.source,
     })
 }

@@ -16,7 +16,9 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use crate::record::Item;
+use crate::prices::PriceCatalog;
+use crate::record::{FeedbackRef, Item, RecordRef};
+use crate::schema::{FeedbackColumns, RequestColumns};
 
 /// An input shape, or `Auto` to detect it per record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -119,83 +121,184 @@ impl Parsed {
     }
 }
 
+/// Where the records of a body go: owned items ([`parse_body`]) or Arrow columns
+/// ([`parse_columns`]). Records from the fast paths arrive borrowed from the body.
+pub trait Sink {
+    fn request(&mut self, index: usize, r: RecordRef<'_>);
+    fn feedback(&mut self, index: usize, f: FeedbackRef<'_>);
+    /// What the general path made of record `index`: items, or why it was rejected.
+    fn items(&mut self, index: usize, r: Result<Vec<Item>, String>);
+}
+
+impl Sink for Parsed {
+    fn request(&mut self, index: usize, r: RecordRef<'_>) {
+        self.items
+            .push((index, Item::Request(Box::new(r.into_owned()))));
+    }
+    fn feedback(&mut self, index: usize, f: FeedbackRef<'_>) {
+        self.items.push((index, Item::Feedback(f.into_owned())));
+    }
+    fn items(&mut self, index: usize, r: Result<Vec<Item>, String>) {
+        self.push(index, r);
+    }
+}
+
 /// Parses a body of NDJSON, a JSON array, or one (possibly pretty-printed) JSON document.
 ///
 /// Records are indexed from 0: the line number in NDJSON (blank lines count), the element in an
 /// array. A bad record is reported and the rest still parse.
 pub fn parse_body(body: &[u8], format: Format, now_us: i64) -> Parsed {
     let mut out = Parsed::default();
+    each_record(body, format, now_us, &mut out);
+    out
+}
+
+/// Validated, priced records of a body, straight in Arrow columns.
+pub struct Columns<'p> {
+    pub requests: RequestColumns,
+    pub feedback: FeedbackColumns,
+    /// Rejected records (index, reason), in index order once [`Columns::finish`]ed.
+    pub rejected: Vec<(usize, String)>,
+    prices: &'p PriceCatalog,
+    failure: Option<crate::error::Error>,
+}
+
+impl<'p> Columns<'p> {
+    /// Empty columns sized for about `records` records.
+    pub fn new(records: usize, prices: &'p PriceCatalog) -> Self {
+        Columns {
+            requests: RequestColumns::with_capacity(records),
+            feedback: FeedbackColumns::with_capacity(records / 2),
+            rejected: Vec::new(),
+            prices,
+            failure: None,
+        }
+    }
+
+    /// The `requests` and `feedback` batches (`None` when empty) and the rejected records.
+    pub fn finish(mut self) -> crate::error::Result<ColumnBatches> {
+        if let Some(e) = self.failure {
+            return Err(e);
+        }
+        self.rejected.sort_by_key(|r| r.0);
+        Ok(ColumnBatches {
+            requests: self.requests.finish()?,
+            feedback: self.feedback.finish()?,
+            rejected: self.rejected,
+        })
+    }
+}
+
+/// The finished [`Columns`] of a body.
+pub struct ColumnBatches {
+    pub requests: Option<arrow::array::RecordBatch>,
+    pub feedback: Option<arrow::array::RecordBatch>,
+    pub rejected: Vec<(usize, String)>,
+}
+
+impl Sink for Columns<'_> {
+    fn request(&mut self, index: usize, mut r: RecordRef<'_>) {
+        match r.finish(self.prices) {
+            Ok(()) => {
+                if let Err(e) = self.requests.append(&r) {
+                    self.failure.get_or_insert(e);
+                }
+            }
+            Err(e) => self.rejected.push((index, e)),
+        }
+    }
+    fn feedback(&mut self, index: usize, f: FeedbackRef<'_>) {
+        match f.check() {
+            Ok(()) => self.feedback.append(&f),
+            Err(e) => self.rejected.push((index, e)),
+        }
+    }
+    fn items(&mut self, index: usize, r: Result<Vec<Item>, String>) {
+        match r {
+            Ok(items) => {
+                for item in items {
+                    match item {
+                        Item::Request(r) => self.request(index, r.into_ref()),
+                        Item::Feedback(f) => self.feedback(index, f.as_ref()),
+                    }
+                }
+            }
+            Err(e) => self.rejected.push((index, e)),
+        }
+    }
+}
+
+/// Parses a body like [`parse_body`], validating, pricing and appending each record straight
+/// into Arrow columns: text is copied once, from the body into the columns.
+pub fn parse_columns<'p>(
+    body: &[u8],
+    format: Format,
+    now_us: i64,
+    prices: &'p PriceCatalog,
+) -> Columns<'p> {
+    let lines = memchr::memchr_iter(b'\n', body).count() + 1;
+    let mut out = Columns::new(lines, prices);
+    each_record(body, format, now_us, &mut out);
+    out
+}
+
+/// The one walk over a body's records, for every [`Sink`].
+pub fn each_record(body: &[u8], format: Format, now_us: i64, sink: &mut impl Sink) {
     let start = body.iter().position(|b| !b.is_ascii_whitespace());
     let Some(start) = start else {
-        return out;
+        return;
     };
     if body[start] == b'[' {
         match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) {
             Ok(elems) => {
                 for (i, raw) in elems.into_iter().enumerate() {
-                    let r = serde_json::from_str::<Value>(raw.get())
-                        .map_err(|e| format!("invalid JSON: {e}"))
-                        .and_then(|v| from_value(v, format, now_us));
-                    out.push(i, r);
+                    record_at(raw.get().as_bytes(), i, format, now_us, sink);
                 }
             }
-            Err(e) => out.rejected.push((0, format!("invalid JSON array: {e}"))),
+            Err(e) => sink.items(0, Err(format!("invalid JSON array: {e}"))),
         }
-        return out;
+        return;
     }
-    let mut lines = Vec::new();
-    let mut first_bad = None;
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-        let line = trim_ascii(line);
-        if line.is_empty() {
-            continue;
-        }
-        // A key scan first: a failed typed parse costs an error message, and mixed files
-        // alternate requests and feedback.
-        if matches!(format, Format::Auto | Format::Canonical)
-            && memchr::memmem::find(line, b"\"model\"").is_some()
-            && let Some(r) = canonical::fast_record(line)
-        {
-            lines.push((i, Ok(Line::Ready(Item::Request(Box::new(r))))));
-            continue;
-        }
-        if matches!(format, Format::Auto | Format::Feedback)
-            && memchr::memmem::find(line, b"\"value\"").is_some()
-            && let Some(f) = canonical::fast_feedback(line, now_us)
-        {
-            lines.push((i, Ok(Line::Ready(Item::Feedback(f)))));
-            continue;
-        }
-        let r = serde_json::from_slice::<Value>(line).map_err(|e| format!("invalid JSON: {e}"));
-        if r.is_err() && first_bad.is_none() {
-            first_bad = Some(i);
-        }
-        lines.push((i, r.map(Line::Json)));
-    }
-    // One pretty-printed document (an OTLP export, say) is not NDJSON: parse it whole.
-    if first_bad.is_some()
-        && lines.len() > 1
+    // One pretty-printed document (an OTLP export, say) is not NDJSON: its first line is not
+    // a JSON value of its own, and the whole body is one.
+    let rest = &body[start..];
+    let first_end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+    if rest[first_end..].iter().any(|b| !b.is_ascii_whitespace())
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&rest[..first_end]).is_err()
         && let Ok(v) = serde_json::from_slice::<Value>(body)
     {
-        out.push(0, from_value(v, format, now_us));
-        return out;
+        sink.items(0, from_value(v, format, now_us));
+        return;
     }
-    for (i, r) in lines {
-        out.push(
-            i,
-            r.and_then(|l| match l {
-                Line::Ready(item) => Ok(vec![item]),
-                Line::Json(v) => from_value(v, format, now_us),
-            }),
-        );
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = trim_ascii(line);
+        if !line.is_empty() {
+            record_at(line, i, format, now_us, sink);
+        }
     }
-    out
 }
 
-/// One NDJSON line: an item from a fast path, or JSON for the general path.
-enum Line {
-    Ready(Item),
-    Json(Value),
+/// One record (an NDJSON line or an array element): the fast paths first, else the general
+/// path through a JSON tree.
+fn record_at(text: &[u8], index: usize, format: Format, now_us: i64, sink: &mut impl Sink) {
+    // A key scan first: a failed typed parse costs an error message, and mixed files
+    // alternate requests and feedback.
+    if matches!(format, Format::Auto | Format::Canonical)
+        && memchr::memmem::find(text, b"\"model\"").is_some()
+        && let Some(r) = canonical::fast_record(text)
+    {
+        return sink.request(index, r);
+    }
+    if matches!(format, Format::Auto | Format::Feedback)
+        && memchr::memmem::find(text, b"\"value\"").is_some()
+        && let Some(f) = canonical::fast_feedback(text, now_us)
+    {
+        return sink.feedback(index, f);
+    }
+    let r = serde_json::from_slice::<Value>(text)
+        .map_err(|e| format!("invalid JSON: {e}"))
+        .and_then(|v| from_value(v, format, now_us));
+    sink.items(index, r);
 }
 
 fn trim_ascii(mut s: &[u8]) -> &[u8] {

@@ -104,11 +104,9 @@ async fn ingest_as(
     let store = state.store.clone();
     // Parsing, validation, pricing and building Arrow batches are CPU work: off the reactor.
     let prepared = tokio::task::spawn_blocking(move || {
-        let parsed = formats::parse_body(&body, format, now);
-        if parsed.items.is_empty() && parsed.rejected.is_empty() {
-            return Err(Error::Invalid("the body holds no records".into()));
-        }
-        store.prepare(parsed)
+        store
+            .prepare_body(&body, format, now)?
+            .ok_or_else(|| Error::Invalid("the body holds no records".into()))
     })
     .await
     .map_err(|e| Error::Internal(format!("parse task: {e}")))??;

@@ -54,10 +54,9 @@ use buffer::{Published, ReadView};
 use health::Health;
 
 use crate::error::{Error, Result};
-use crate::formats::Parsed;
+use crate::formats::{self, Format, Parsed};
 use crate::prices::PriceCatalog;
-use crate::record::{Feedback, Item, Record};
-use crate::schema::{Table, feedback_to_batch, partition_of, requests_to_batch};
+use crate::schema::{Table, partition_of};
 use dedupe::{Dedupe, hour_bucket};
 pub use location::Location;
 use wal::Wal;
@@ -106,10 +105,25 @@ impl Default for StoreConfig {
 }
 
 /// Validated, priced records as Arrow batches, ready for [`Store::commit`].
+#[derive(Default)]
 pub struct Prepared {
     pub requests: Option<RecordBatch>,
     pub feedback: Option<RecordBatch>,
     pub rejected: Vec<Rejected>,
+}
+
+impl Prepared {
+    fn of(cols: formats::ColumnBatches) -> Prepared {
+        Prepared {
+            requests: cols.requests,
+            feedback: cols.feedback,
+            rejected: cols
+                .rejected
+                .into_iter()
+                .map(|(index, error)| Rejected { index, error })
+                .collect(),
+        }
+    }
 }
 
 /// Keeps the rows whose flag is set (no copy when all are).
@@ -410,35 +424,28 @@ impl Store {
     /// and build the Arrow batches.
     pub fn prepare(&self, parsed: Parsed) -> Result<Prepared> {
         let prices = self.prices();
-        let mut rejected: Vec<Rejected> = parsed
-            .rejected
-            .into_iter()
-            .map(|(index, error)| Rejected { index, error })
-            .collect();
-        let mut requests: Vec<Record> = Vec::with_capacity(parsed.items.len());
-        let mut feedback: Vec<Feedback> = Vec::new();
+        let mut cols = formats::Columns::new(parsed.items.len(), &prices);
         for (index, item) in parsed.items {
-            match item {
-                Item::Request(r) => match r.finish(&prices) {
-                    Ok(r) => requests.push(r),
-                    Err(error) => rejected.push(Rejected { index, error }),
-                },
-                Item::Feedback(f) => match f.finish() {
-                    Ok(f) => feedback.push(f),
-                    Err(error) => rejected.push(Rejected { index, error }),
-                },
-            }
+            formats::Sink::items(&mut cols, index, Ok(vec![item]));
         }
-        rejected.sort_by_key(|r| r.index);
-        Ok(Prepared {
-            requests: (!requests.is_empty())
-                .then(|| requests_to_batch(&requests))
-                .transpose()?,
-            feedback: (!feedback.is_empty())
-                .then(|| feedback_to_batch(&feedback))
-                .transpose()?,
-            rejected,
-        })
+        cols.rejected.extend(parsed.rejected);
+        Ok(Prepared::of(cols.finish()?))
+    }
+
+    /// [`Store::prepare`] of a body, parsed straight into Arrow columns (see
+    /// `formats::parse_columns`); `None` when the body holds no records at all.
+    pub fn prepare_body(
+        &self,
+        body: &[u8],
+        format: Format,
+        now_us: i64,
+    ) -> Result<Option<Prepared>> {
+        let prices = self.prices();
+        let cols = formats::parse_columns(body, format, now_us, &prices).finish()?;
+        if cols.requests.is_none() && cols.feedback.is_none() && cols.rejected.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Prepared::of(cols)))
     }
 
     /// The I/O half of ingest: drop records the store already holds, append the rest to the
