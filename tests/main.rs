@@ -27,6 +27,7 @@ mod proxy_usage;
 mod readers;
 mod recommend;
 mod reports;
+mod s3_store;
 mod schema;
 mod stalls;
 mod store_commit;

@@ -117,19 +117,7 @@ impl QueryEngine {
     }
 
     fn listing_table(&self, table: Table) -> Result<ListingTable> {
-        let url = ListingTableUrl::parse(self.store.location().table_url(table.name()))?;
-        let parts = table
-            .partition_columns()
-            .iter()
-            .map(|c| (c.to_string(), DataType::Utf8))
-            .collect();
-        let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(parts);
-        let cfg = ListingTableConfig::new(url)
-            .with_listing_options(opts)
-            .with_schema(table.file_schema());
-        Ok(ListingTable::try_new(cfg)?)
+        listing_table(self.store.location(), table)
     }
 
     /// Runs one read-only statement. DDL, DML, `COPY` and `SET` are rejected.
@@ -251,6 +239,24 @@ impl datafusion::catalog::TableProvider for BufferedRollup {
 
 /// Sorts DataFusion errors into the user's (bad SQL, writes) and the limits'.
 /// How many times a query is planned again when a file it listed moved under it.
+/// The Parquet files of `table` in the data dir `loc` as a listing table (Hive partition
+/// columns, `*.parquet` only).
+pub fn listing_table(loc: &crate::store::Location, table: Table) -> Result<ListingTable> {
+    let url = ListingTableUrl::parse(loc.table_url(table.name()))?;
+    let parts = table
+        .partition_columns()
+        .iter()
+        .map(|c| (c.to_string(), DataType::Utf8))
+        .collect();
+    let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(parts);
+    let cfg = ListingTableConfig::new(url)
+        .with_listing_options(opts)
+        .with_schema(table.file_schema());
+    Ok(ListingTable::try_new(cfg)?)
+}
+
 const REPLANS_ON_MOVED_FILE: usize = 3;
 
 /// Whether an error comes from a listed file that is no longer where the listing saw it.
@@ -267,7 +273,8 @@ fn file_moved(e: &datafusion::error::DataFusionError) -> bool {
     false
 }
 
-fn classify(e: datafusion::error::DataFusionError) -> Error {
+/// A DataFusion error as the error a user is shown (rejected, over a limit, or failed).
+pub fn classify(e: datafusion::error::DataFusionError) -> Error {
     use datafusion::error::DataFusionError as E;
     match e.find_root() {
         E::ResourcesExhausted(m) => {

@@ -13,6 +13,23 @@ use super::{Store, parquet};
 use crate::error::{Error, Result};
 use crate::schema::{Table, partition_of};
 
+/// The rows of a stored `requests` or `feedback` batch whose key `seen` does not hold yet,
+/// adding their keys: a merge keeps the first copy of each record. Other tables pass whole.
+pub fn first_copies(
+    table: Table,
+    batch: RecordBatch,
+    seen: &mut std::collections::HashSet<u64>,
+) -> Result<RecordBatch> {
+    if !matches!(table, Table::Requests | Table::Feedback) {
+        return Ok(batch);
+    }
+    let keep: Vec<bool> = row_keys(table, &batch)
+        .into_iter()
+        .map(|(_, k)| seen.insert(k))
+        .collect();
+    super::keep_rows(batch, keep)
+}
+
 /// Keys a batch claimed, to give back if its rows are not stored after all.
 #[derive(Default)]
 pub struct Claims(Vec<(Bucket, u64)>);

@@ -25,10 +25,14 @@
 //! milliseconds its renames take; they never see a pending file.
 //!
 //! Recovery on open (only by the holder of the writer lock, [`super::lock`]): unapplied
-//! records are applied, then every pending file left is removed — no live writer owns one,
-//! since the lock holder is the only writer — and retired records older than the grace
-//! period deleted. Only then is the WAL opened and replayed, so the segments a committed
-//! flush holds are gone before replay and the rows of an uncommitted one are replayed.
+//! records are applied, then every pending file left is removed, and retired records older
+//! than the grace period deleted. Only then is the WAL opened and replayed, so the segments
+//! a committed flush holds are gone before replay and the rows of an uncommitted one are
+//! replayed. In a local data dir the lock holder is the only writer, so every record and
+//! pending file is its own. In a bucket several nodes write at once: file and record names
+//! carry the writer's node id (`TIME-NODE-RANDOM.commit`, `part-TIME-NODE-RANDOM.parquet`)
+//! and a node finishes and removes only its own ([`Location::owns`]); readers already honour
+//! another node's unapplied record through the committed view.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,11 +125,13 @@ pub fn parent(p: &Path) -> Path {
     Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
 }
 
-/// A fresh record path (`_commits/TIME-RANDOM.commit`): records sort by creation.
+/// A fresh record path (`_commits/TIME-NODE-RANDOM.commit`): records sort by creation, and
+/// name the node that wrote them.
 fn record_path(loc: &Location) -> Path {
     let name = format!(
-        "{}-{}{COMMITTED}",
+        "{}-{}-{}{COMMITTED}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
+        loc.node_name(),
         random_hex()
     );
     loc.path(&[COMMITS_DIR, &name])
@@ -240,13 +246,17 @@ pub async fn apply(
     Ok(())
 }
 
-/// Applies every unapplied record (a crashed holder's, or one of this process whose apply
-/// failed) and deletes retired records past the grace period.
+/// Applies every unapplied record this writer owns (its own from before a crash, or one
+/// whose apply failed; in a local data dir, every one) and deletes retired records past the
+/// grace period (any node's: an applied record is finished whoever wrote it).
 pub async fn finish(loc: &Location, wal_dir: Option<&std::path::Path>) -> Result<()> {
     let dir = loc.path(&[COMMITS_DIR]);
     let now = chrono::Utc::now();
     for s in list(loc.store.as_ref(), &dir).await? {
         if !s.applied {
+            if !loc.owns(s.location.as_ref()) {
+                continue;
+            }
             apply(loc, &s.location, &s.record, wal_dir, Step::Finish).await?;
         } else if (now - s.last_modified).to_std().unwrap_or_default() > RETAIN_APPLIED {
             match loc.store.delete(&s.location).await {
@@ -270,8 +280,9 @@ pub async fn recover(loc: &Location, wal_dir: Option<&std::path::Path>) -> Resul
         let all: Vec<ObjectMeta> = loc.store.list(Some(&dir)).try_collect().await?;
         for m in all {
             let name = m.location.as_ref();
-            // `NAME.pending#N` is the local backend's staging file of an unfinished put.
-            if name.ends_with(PENDING) || name.contains(".pending#") {
+            // `NAME.pending#N` is the local backend's staging file of an unfinished put. In a
+            // bucket, other nodes' pending files belong to writes they may still commit.
+            if (name.ends_with(PENDING) || name.contains(".pending#")) && loc.owns(name) {
                 match loc.store.delete(&m.location).await {
                     Ok(()) => removed += 1,
                     Err(e) if is_not_found(&e) => {}

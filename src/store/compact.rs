@@ -5,7 +5,10 @@
 //! record names it and the inputs it supersedes, then it is renamed into place and the inputs
 //! deleted. Readers see the inputs or the merged file, never both; a crash at any step is
 //! finished or undone by recovery, so no row is ever counted twice or lost. It runs inside a
-//! flush, so only under the writer lock.
+//! flush, so only under the writer lock; in a bucket written by several nodes, a partition is
+//! compacted by the one holding its compaction lease (`store::lease`), from files no
+//! unfinished commit names. A merge keeps the first copy of each record key, so a record
+//! that two nodes both stored (re-sent to another node) is stored once again after it.
 //!
 //! `recover_journals` finishes compactions journaled by earlier releases (`_compaction/`).
 
@@ -15,7 +18,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore as _};
 use serde::{Deserialize, Serialize};
 
-use super::{Location, Store, commit, faults, parquet, part_paths};
+use super::{Location, Store, commit, faults, lease, parquet};
 use crate::error::Result;
 use crate::schema::Table;
 
@@ -68,13 +71,19 @@ fn table_of(loc: &Location, dir: &Path) -> Table {
 pub async fn compact_dir(store: &Store, dir: &Path) -> Result<usize> {
     let cfg = store.config();
     let loc = store.location();
-    let metas: Vec<ObjectMeta> = loc.committed().list(Some(dir)).try_collect().await?;
+    // One compactor per partition among the nodes writing a bucket (`store::lease`).
+    let Some(mut lease) = lease::Partition::take(loc, dir).await? else {
+        return Ok(0);
+    };
+    let listed: Vec<ObjectMeta> = loc.committed().list(Some(dir)).try_collect().await?;
+    let metas = lease.settled(loc, listed).await?;
     let mut small: Vec<ObjectMeta> = metas
         .into_iter()
         .filter(|m| m.location.as_ref().ends_with(".parquet"))
         .filter(|m| m.size < cfg.compact_small_bytes)
         .collect();
     if small.len() < cfg.compact_min_files.max(2) {
+        lease.release(loc).await;
         return Ok(0);
     }
     small.sort_by(|a, b| a.location.cmp(&b.location));
@@ -94,24 +103,36 @@ pub async fn compact_dir(store: &Store, dir: &Path) -> Result<usize> {
     }
     let table = table_of(loc, dir);
     let mut written = 0;
+    let mut merged = Ok(());
     for group in groups.into_iter().filter(|g| g.len() >= 2) {
-        merge(store, table, dir, &group).await?;
+        merged = merge(store, table, dir, &group, &mut lease).await;
+        if merged.is_err() {
+            break;
+        }
         written += 1;
     }
-    Ok(written)
+    lease.release(loc).await;
+    merged.map(|()| written)
 }
 
-async fn merge(store: &Store, table: Table, dir: &Path, inputs: &[ObjectMeta]) -> Result<()> {
+async fn merge(
+    store: &Store,
+    table: Table,
+    dir: &Path,
+    inputs: &[ObjectMeta],
+    lease: &mut lease::Partition,
+) -> Result<()> {
     let loc = store.location();
     // Inputs stream into the output one batch at a time, oldest file first: memory stays at one
     // row group whatever the partition's size. The merged file is not declared sorted.
-    let (output, tmp) = part_paths(dir, "-c");
+    let (output, tmp) = loc.part_paths(dir, "-c");
     let paths: Vec<Path> = inputs.iter().map(|m| m.location.clone()).collect();
     let written = async {
         faults::hit("store::compact::write").await?;
         parquet::merge_files(&loc.store, table, &paths, &tmp).await?;
         commit::sync(loc, std::slice::from_ref(&tmp), std::slice::from_ref(dir)).await?;
-        faults::hit("store::compact::commit").await
+        faults::hit("store::compact::commit").await?;
+        lease.confirm(loc).await
     };
     if let Err(e) = written.await {
         commit::discard(loc, std::slice::from_ref(&tmp)).await;

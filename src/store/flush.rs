@@ -205,7 +205,7 @@ impl Store {
                 .await
                 .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
                 faults::hit("store::flush::write").await?;
-                let (path, tmp) = part_paths(&dir, "");
+                let (path, tmp) = loc.part_paths(&dir, "");
                 loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
                 Ok::<_, Error>(Written {
                     bucket,

@@ -20,6 +20,9 @@ pub struct Location {
     pub store_url: url::Url,
     /// The local directory, when the data dir is one.
     pub local_dir: Option<PathBuf>,
+    /// The node id of this writer (`store::lock::node_id`), in the name of every file and
+    /// commit record it writes; empty for readers.
+    pub node: String,
 }
 
 impl Location {
@@ -45,6 +48,7 @@ impl Location {
             prefix,
             store_url,
             local_dir: Some(abs),
+            node: String::new(),
         })
     }
 
@@ -68,6 +72,7 @@ impl Location {
             prefix: Path::from(prefix.trim_matches('/')),
             store_url,
             local_dir: None,
+            node: String::new(),
         })
     }
 
@@ -89,6 +94,35 @@ impl Location {
         p
     }
 
+    /// A new part file in `dir` (`part-TIME-NODE-RANDOM{suffix}.parquet`) and its `.pending`
+    /// twin, under which it is written before the rename that makes it visible.
+    pub fn part_paths(&self, dir: &Path, suffix: &str) -> (Path, Path) {
+        let name = format!(
+            "part-{}-{}-{}{suffix}.parquet",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
+            self.node_name(),
+            super::random_hex()
+        );
+        let tmp = dir.clone().join(format!("{name}.pending").as_str());
+        (dir.clone().join(name.as_str()), tmp)
+    }
+
+    /// The node id as file names carry it (`none` for a store opened without one).
+    pub fn node_name(&self) -> &str {
+        if self.node.is_empty() {
+            "none"
+        } else {
+            &self.node
+        }
+    }
+
+    /// Whether this writer may finish or remove the unfinished write (pending file or
+    /// commit record) named `file_name`: every one in a local data dir (one writer holds its
+    /// lock), only its own in a bucket (other nodes may be writing).
+    pub fn owns(&self, file_name: &str) -> bool {
+        self.local_dir.is_some() || writer_of(file_name) == Some(self.node_name())
+    }
+
     /// The data dir as readers see it: commit records applied (see `store::commit`).
     pub fn committed(&self) -> Arc<dyn ObjectStore> {
         Arc::new(super::view::CommittedStore::new(
@@ -106,6 +140,17 @@ impl Location {
         base.push('/');
         base
     }
+}
+
+/// The node id in a file name written by [`Location::part_paths`] or a commit record
+/// (`part-TIME-NODE-RANDOM…`, `TIME-NODE-RANDOM.commit`); `None` for names of earlier
+/// releases, which carried none.
+pub fn writer_of(file_name: &str) -> Option<&str> {
+    let name = file_name.rsplit('/').next().unwrap_or(file_name);
+    let name = name.strip_prefix("part-").unwrap_or(name);
+    let mut fields = name.split(['-', '.']);
+    let (_time, node, random) = (fields.next()?, fields.next()?, fields.next()?);
+    (random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit())).then_some(node)
 }
 
 /// The store behind the fault-injection points when `FAILPOINTS` is set, else as is.

@@ -1,17 +1,20 @@
-//! One writer per data dir. Every process that writes (`serve`, `ingest`) holds the writer
-//! lock for as long as its store is open; read-only commands (`query`, `report`) take none.
+//! Who may write a data dir.
 //!
-//! - A local data dir: an exclusive `flock` on `LOCK` in the data dir, released by the
-//!   kernel when the process ends however it ends. The file holds the holder's pid, host,
-//!   command line and start time, which a refused writer reports.
-//! - An object store (S3): a lease object, `_lock/lease.json`, created with a create-only
-//!   put, renewed every [`LEASE_RENEW`] with a put conditional on the version last written,
-//!   and valid for [`LEASE_TTL`] after each renewal. A writer finding an expired lease takes
-//!   it over with a conditional put, so two never both win. A holder that fails to renew
-//!   stops committing (see [`WriterLock::check`]).
+//! - A local data dir has one writer: an exclusive `flock` on `LOCK` in the data dir,
+//!   released by the kernel when the process ends however it ends. The file holds the
+//!   holder's node id, pid, host, command line and start time, which a refused writer
+//!   reports. A second writer gets an error naming the holder; it does not wait: to add
+//!   records while a server runs, send them to its ingest API.
+//! - A bucket (S3) has any number of writers, one per **node id**. Each holds a node lease,
+//!   `_nodes/NODE.lease` ([`super::lease`]), created with a create-only put, renewed every
+//!   [`LEASE_RENEW`] with a put conditional on the version last written, and valid for
+//!   [`LEASE_TTL`] after each renewal; a second process with the same node id is refused. A
+//!   holder that fails to renew stops committing (see [`WriterLock::check`]). The node id is
+//!   in the name of every file and commit record a node writes, so nodes never collide, and
+//!   recovery on open touches only the opening node's own unfinished files (`store::commit`).
 //!
-//! A second writer gets an error naming the holder; it does not wait. To add records while a
-//! server runs, send them to its ingest API.
+//! The node id comes from `--node-id`, else from `NODE_ID` in the WAL dir (written on first
+//! start), so a node restarted with its WAL finds what it left unfinished.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -19,14 +22,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::Location;
+pub use super::lease::Holder;
+use super::lease::{Lease, hostname};
 use crate::error::{Error, Result};
 
+/// Directory of node leases below a bucket's data dir.
+pub const NODES_DIR: &str = "_nodes";
 /// Name of the lock file in a local data dir.
 pub const LOCK_FILE: &str = "LOCK";
 /// How long a lease lives without renewal.
@@ -34,49 +40,73 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How often the holder renews its lease.
 pub const LEASE_RENEW: Duration = Duration::from_secs(10);
 
-/// Who holds the lock.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Holder {
-    pub pid: u32,
-    pub host: String,
-    pub command: String,
-    pub since: String,
-    /// When a lease runs out (object stores only), RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires: Option<String>,
+/// Name of the file in the WAL dir that keeps a node's id across restarts.
+pub const NODE_ID_FILE: &str = "NODE_ID";
+/// Longest node id.
+pub const NODE_ID_MAX: usize = 40;
+
+/// Checks a node id: letters, digits and `_`, at most [`NODE_ID_MAX`]. File names carry it
+/// between `-` separators, so it holds no `-`.
+pub fn check_node_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > NODE_ID_MAX
+        || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::Config(format!(
+            "node id {id:?}: use 1 to {NODE_ID_MAX} letters, digits or `_`"
+        )));
+    }
+    Ok(())
 }
 
-impl Holder {
-    fn me() -> Holder {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unknown host".into());
-        let mut command: String = std::env::args().collect::<Vec<_>>().join(" ");
-        if command.len() > 300 {
-            let mut end = 300;
-            while !command.is_char_boundary(end) {
-                end -= 1;
+/// A new node id: the host name (made file-name safe) and a random suffix.
+fn new_node_id() -> String {
+    let host: String = hostname()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
             }
-            command.truncate(end);
-            command.push_str(" …");
-        }
-        Holder {
-            pid: std::process::id(),
-            host,
-            command,
-            since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            expires: None,
-        }
-    }
+        })
+        .take(NODE_ID_MAX - 9)
+        .collect();
+    format!("{host}_{}", &super::random_hex()[..8])
+}
 
-    fn describe(&self) -> String {
-        format!(
-            "pid {} on {}, `{}`, since {}",
-            self.pid, self.host, self.command, self.since
-        )
+/// This process's node id: `configured` (`--node-id`), else the one kept in the WAL dir
+/// (created there on first start, so a restarted node finds its own unfinished files), else
+/// a fresh one (a process without a WAL has nothing to recover).
+pub fn node_id(configured: Option<&str>, wal_dir: Option<&std::path::Path>) -> Result<String> {
+    if let Some(id) = configured {
+        check_node_id(id)?;
+        return Ok(id.to_string());
+    }
+    let Some(dir) = wal_dir else {
+        return Ok(new_node_id());
+    };
+    let path = dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            check_node_id(&id).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let id = new_node_id();
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            f.write_all(format!("{id}\n").as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::io(&path, e)),
     }
 }
 
@@ -90,6 +120,16 @@ fn busy(data_dir: &str, holder: Option<Holder>) -> Error {
     ))
 }
 
+fn node_busy(data_dir: &str, node: &str, holder: Option<Holder>) -> Error {
+    let who = holder
+        .map(|h| h.describe())
+        .unwrap_or_else(|| "a process that has not yet said who it is".into());
+    Error::Unavailable(format!(
+        "node id {node} already writes {data_dir} ({who}); each writer of a bucket needs its \
+         own node id (--node-id, or its own --wal-dir)"
+    ))
+}
+
 /// The writer lock, held until dropped.
 pub struct WriterLock {
     held: Held,
@@ -100,7 +140,7 @@ enum Held {
     File(#[allow(dead_code)] File),
     Lease {
         path: Path,
-        loc: Location,
+        loc: Box<Location>,
         lost: Arc<AtomicBool>,
         stop: Arc<Notify>,
     },
@@ -112,7 +152,8 @@ impl WriterLock {
         match &loc.local_dir {
             Some(dir) => {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || lock_file(&dir))
+                let node = loc.node.clone();
+                tokio::task::spawn_blocking(move || lock_file(&dir, &node))
                     .await
                     .map_err(|e| Error::Internal(format!("lock task: {e}")))?
             }
@@ -126,7 +167,7 @@ impl WriterLock {
         match &self.held {
             Held::Lease { lost, path, .. } if lost.load(Ordering::Acquire) => {
                 Err(Error::Unavailable(format!(
-                    "the writer lease {path} could not be renewed; this process no longer writes"
+                    "the node lease {path} could not be renewed; this process no longer writes"
                 )))
             }
             _ => Ok(()),
@@ -158,7 +199,7 @@ impl Drop for WriterLock {
     }
 }
 
-fn lock_file(dir: &std::path::Path) -> Result<WriterLock> {
+fn lock_file(dir: &std::path::Path, node: &str) -> Result<WriterLock> {
     let path = dir.join(LOCK_FILE);
     let mut f = OpenOptions::new()
         .create(true)
@@ -175,7 +216,7 @@ fn lock_file(dir: &std::path::Path) -> Result<WriterLock> {
             .and_then(|_| serde_json::from_str::<Holder>(&body).ok());
         return Err(busy(&dir.display().to_string(), holder));
     }
-    let mut body = serde_json::to_vec(&Holder::me())?;
+    let mut body = serde_json::to_vec(&Holder::me(node))?;
     body.push(b'\n');
     f.set_len(0)
         .and_then(|_| f.rewind())
@@ -186,127 +227,45 @@ fn lock_file(dir: &std::path::Path) -> Result<WriterLock> {
     })
 }
 
-fn lease_body(holder: &Holder) -> Result<PutPayload> {
-    let mut h = holder.clone();
-    h.expires =
-        Some((chrono::Utc::now() + LEASE_TTL).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    Ok(PutPayload::from(serde_json::to_vec(&h)?))
-}
-
-fn version_of(r: &object_store::PutResult) -> UpdateVersion {
-    UpdateVersion {
-        e_tag: r.e_tag.clone(),
-        version: r.version.clone(),
-    }
-}
-
 async fn acquire_lease(loc: &Location) -> Result<WriterLock> {
-    let path = loc.path(&["_lock", "lease.json"]);
-    let me = Holder::me();
-    let create = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
+    let path = loc.path(&[NODES_DIR, &format!("{}.lease", loc.node)]);
+    let me = Holder::me(&loc.node);
+    let lease = match Lease::take(loc, path, me, LEASE_TTL).await? {
+        Ok(l) => l,
+        Err(holder) => return Err(node_busy(loc.prefix.as_ref(), &loc.node, holder)),
     };
-    let version = match loc.store.put_opts(&path, lease_body(&me)?, create).await {
-        Ok(r) => version_of(&r),
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            let current = loc.store.get(&path).await?;
-            let seen = UpdateVersion {
-                e_tag: current.meta.e_tag.clone(),
-                version: current.meta.version.clone(),
-            };
-            let holder: Option<Holder> = serde_json::from_slice(&current.bytes().await?).ok();
-            let expired = holder
-                .as_ref()
-                .and_then(|h| h.expires.as_deref())
-                .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
-                .is_none_or(|e| e < chrono::Utc::now());
-            if !expired {
-                return Err(busy(loc.prefix.as_ref(), holder));
-            }
-            let take = PutOptions {
-                mode: PutMode::Update(seen),
-                ..Default::default()
-            };
-            match loc.store.put_opts(&path, lease_body(&me)?, take).await {
-                Ok(r) => {
-                    tracing::warn!(
-                        previous = holder.map(|h| h.describe()).unwrap_or_default(),
-                        "took over an expired writer lease"
-                    );
-                    version_of(&r)
-                }
-                Err(object_store::Error::Precondition { .. }) => {
-                    let now: Option<Holder> = match loc.store.get(&path).await {
-                        Ok(r) => serde_json::from_slice(&r.bytes().await?).ok(),
-                        Err(_) => None,
-                    };
-                    return Err(busy(loc.prefix.as_ref(), now));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let path = lease.path.clone();
     let lost = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(Notify::new());
-    tokio::spawn(renew(
-        loc.clone(),
-        path.clone(),
-        me,
-        version,
-        lost.clone(),
-        stop.clone(),
-    ));
+    tokio::spawn(renew(loc.clone(), lease, lost.clone(), stop.clone()));
     Ok(WriterLock {
         held: Held::Lease {
             path,
-            loc: loc.clone(),
+            loc: Box::new(loc.clone()),
             lost,
             stop,
         },
     })
 }
 
-async fn renew(
-    loc: Location,
-    path: Path,
-    me: Holder,
-    mut version: UpdateVersion,
-    lost: Arc<AtomicBool>,
-    stop: Arc<Notify>,
-) {
+async fn renew(loc: Location, mut lease: Lease, lost: Arc<AtomicBool>, stop: Arc<Notify>) {
     let mut renewed = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LEASE_RENEW) => {}
             _ = stop.notified() => return,
         }
-        let opts = PutOptions {
-            mode: PutMode::Update(version.clone()),
-            ..Default::default()
-        };
-        let body = match lease_body(&me) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode the writer lease");
-                continue;
-            }
-        };
-        match loc.store.put_opts(&path, body, opts).await {
-            Ok(r) => {
-                version = version_of(&r);
-                renewed = std::time::Instant::now();
-            }
+        match lease.renew(&loc).await {
+            Ok(()) => renewed = std::time::Instant::now(),
             // Transient failures are retried while the lease is still surely ours.
             Err(e)
                 if !matches!(e, object_store::Error::Precondition { .. })
                     && renewed.elapsed() + LEASE_RENEW < LEASE_TTL =>
             {
-                tracing::warn!(lease = %path, error = %e, "cannot renew the writer lease; retrying");
+                tracing::warn!(lease = %lease.path, error = %e, "cannot renew the node lease; retrying");
             }
             Err(e) => {
-                tracing::error!(lease = %path, error = %e, "writer lease lost: no further commits");
+                tracing::error!(lease = %lease.path, error = %e, "node lease lost: no further commits");
                 lost.store(true, Ordering::Release);
                 return;
             }

@@ -25,6 +25,7 @@ pub mod commit;
 pub mod dedupe;
 pub mod faults;
 pub mod health;
+pub mod lease;
 pub mod location;
 pub mod lock;
 pub mod parquet;
@@ -86,6 +87,9 @@ pub struct StoreConfig {
     /// Open for reading only: no recovery of interrupted writes (another process may be
     /// writing), no WAL. `switchyard query` opens the store this way.
     pub read_only: bool,
+    /// This writer's node id (`--node-id`); `None`: the one kept in the WAL dir
+    /// (`store::lock::node_id`).
+    pub node_id: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -100,6 +104,7 @@ impl Default for StoreConfig {
             dedupe_budget: 4_000_000,
             ingest_deadline: Duration::from_secs(10),
             read_only: false,
+            node_id: None,
         }
     }
 }
@@ -235,19 +240,7 @@ pub struct FlushStats {
     pub files: usize,
 }
 
-/// A new part file in `dir` (`part-TIME-RANDOM{suffix}.parquet`) and its `.pending` twin,
-/// under which it is written before the rename that makes it visible.
-fn part_paths(dir: &Path, suffix: &str) -> (Path, Path) {
-    let name = format!(
-        "part-{}-{}{suffix}.parquet",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
-        random_hex()
-    );
-    let tmp = dir.clone().join(format!("{name}.pending").as_str());
-    (dir.clone().join(name.as_str()), tmp)
-}
-
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     use rand::RngCore;
     let mut b = [0u8; 8];
     rand::rng().fill_bytes(&mut b);
@@ -257,10 +250,11 @@ fn random_hex() -> String {
 impl Store {
     /// Opens the store: finishes interrupted compactions, removes unfinished files, replays
     /// the WAL into the buffer and starts the WAL writer.
-    pub async fn open(loc: Location, cfg: StoreConfig, prices: PriceCatalog) -> Result<Store> {
+    pub async fn open(mut loc: Location, cfg: StoreConfig, prices: PriceCatalog) -> Result<Store> {
         let lock = if cfg.read_only {
             None
         } else {
+            loc.node = lock::node_id(cfg.node_id.as_deref(), cfg.wal_dir.as_deref())?;
             let lock = lock::WriterLock::acquire(&loc).await?;
             compact::recover_journals(&loc).await?;
             commit::recover(&loc, cfg.wal_dir.as_deref()).await?;

@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
+mod moto;
 mod proxy;
+pub use moto::*;
 pub use proxy::*;
 
 use std::path::{Path, PathBuf};
