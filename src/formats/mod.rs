@@ -270,8 +270,13 @@ pub fn each_record(body: &[u8], format: Format, now_us: i64, sink: &mut impl Sin
         sink.items(0, from_value(v, format, now_us));
         return;
     }
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-        let line = trim_ascii(line);
+    let mut from = 0;
+    for (i, end) in memchr::memchr_iter(b'\n', body)
+        .chain(std::iter::once(body.len()))
+        .enumerate()
+    {
+        let line = trim_ascii(&body[from..end]);
+        from = end + 1;
         if !line.is_empty() {
             record_at(line, i, format, now_us, sink);
         }
