@@ -184,12 +184,24 @@ pub struct ServeArgs {
     /// Address of the ingest and query API.
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Fill an empty data dir with a generated workload first.
+    /// The whole loop on one machine: fill an empty data dir with a generated history, start
+    /// a mock upstream and the proxy (default 127.0.0.1:7071) on the history's traffic mix,
+    /// and send live traffic with tasks and quality feedback through it.
     #[arg(long)]
     pub demo: bool,
-    /// Records the demo workload holds.
+    /// Records the demo's generated history holds.
     #[arg(long, default_value_t = 200_000)]
     pub demo_requests: u64,
+    /// Requests per second the demo's app sends through the proxy.
+    #[arg(long, default_value_t = 3.0)]
+    pub demo_rate: f64,
+    /// Share of the demo's answers that get a quality feedback record.
+    #[arg(long, default_value_t = 0.5)]
+    pub demo_feedback: f64,
+    /// The running proxy the dashboards' Apply button loads policies into (default: the
+    /// proxy of --proxy-listen, if any).
+    #[arg(long, env = "SWITCHYARD_PROXY_URL")]
+    pub proxy_url: Option<String>,
     /// Also run the proxy on this address, logging into the same store.
     #[arg(long, env = "SWITCHYARD_PROXY_LISTEN")]
     pub proxy_listen: Option<SocketAddr>,
@@ -296,6 +308,13 @@ pub struct RecommendArgs {
     /// Show what changed against an earlier policy file.
     #[arg(long)]
     pub diff: Option<PathBuf>,
+    /// Put the new policy in force on the proxy at --proxy (and show the diff against the
+    /// one it replaces).
+    #[arg(long, requires = "proxy")]
+    pub apply: bool,
+    /// Base URL of the running proxy for --apply, e.g. http://127.0.0.1:7071.
+    #[arg(long, env = "SWITCHYARD_PROXY_URL")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

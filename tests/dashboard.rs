@@ -7,6 +7,31 @@ use std::process::Command;
 
 use crate::common::{Server, generated_store};
 
+/// Runs `tests/browser/SCRIPT` on the page at `url`; its JSON summary, after it passed.
+fn browser(script: &str, url: &str, shot: &Path) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
+    let out = Command::new("node")
+        .arg(&path)
+        .arg(url)
+        .arg(shot)
+        .output()
+        .expect("node is needed for the browser test");
+    assert!(
+        out.status.success(),
+        "browser test {script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "summary is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 #[test]
 fn dashboards_render_every_panel_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
@@ -18,25 +43,7 @@ fn dashboards_render_every_panel_in_headless_chromium() {
     let server = Server::start(&data, &[], &[]);
     let shot = std::env::var("SWITCHYARD_SCREENSHOT")
         .unwrap_or_else(|_| dir.path().join("dashboard.png").display().to_string());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(server.url("/"))
-        .arg(&shot)
-        .output()
-        .expect("node is needed for the browser test");
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "summary is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let summary = browser("dashboard.mjs", &server.url("/"), Path::new(&shot));
     assert_eq!(summary["ok"], true, "{summary}");
     let first = summary["phases"][0]["panels"].as_array().unwrap();
     assert!(first.len() >= 6, "{summary}");
@@ -66,4 +73,52 @@ fn serve_demo_fills_an_empty_store_past_the_buffer_bound() {
         assert!(body["data_range"]["max"].is_string(), "{body}");
         assert!(body["tasks"].as_array().unwrap().len() >= 20);
     });
+}
+
+#[test]
+fn demo_loop_pages_show_the_policy_apply_it_and_show_the_new_version() {
+    // The demo from an empty data dir: history, the mock behind the proxy, live traffic.
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::common::free_port();
+    let proxy = format!("http://127.0.0.1:{port}");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--demo",
+            "--demo-requests",
+            "30000",
+            "--demo-rate",
+            "15",
+            "--proxy-listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[],
+    );
+    let shot = dir.path().join("loop.png");
+    let summary = browser("loop.mjs", &server.url("/"), &shot);
+    assert_eq!(summary["before"]["live"], "baseline", "{summary}");
+    let applied = summary["applied"].as_str().unwrap();
+    assert_ne!(applied, "baseline");
+    // The proxy runs the applied policy, and traffic carries its version.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = crate::common::client();
+        let live: serde_json::Value = c
+            .get(format!("{proxy}/admin/policy"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(live["version"], applied);
+        let rows = crate::common::api_query(
+            &c,
+            &server,
+            &format!("SELECT COUNT(*) FROM requests WHERE policy_version = '{applied}'"),
+        )
+        .await;
+        assert!(crate::common::num(&rows[0][0]) > 0.0);
+    });
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }

@@ -5,6 +5,7 @@
 mod common;
 mod dashboard;
 mod durability;
+mod examples;
 mod formats_litellm;
 mod formats_openai;
 mod formats_otlp;
@@ -12,6 +13,7 @@ mod fuzz;
 mod generate;
 mod ingest_cli;
 mod ingest_http;
+mod loop_e2e;
 mod mock_upstream;
 mod money;
 mod otlp_http;

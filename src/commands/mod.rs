@@ -1,5 +1,6 @@
 //! The commands behind the CLI: each takes parsed arguments and returns an [`Outcome`].
 
+mod demo;
 mod ingest;
 mod mock;
 mod proxy;
@@ -25,6 +26,7 @@ use crate::query::{QueryConfig, QueryEngine};
 use crate::store::{Location, Store, StoreConfig};
 
 pub use ingest::{IngestSummary, ingest_paths};
+pub use recommend::keep_policy;
 
 /// How a command ended: 0 ok, 2 partial (some input rejected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,10 +279,19 @@ fn generate_command(args: crate::cli::GenerateArgs) -> Result<Outcome> {
     let stats = match &args.out {
         Some(p) => {
             let f = std::fs::File::create(p).map_err(|e| Error::io(p, e))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let bar = progress_bar(
+                args.requests,
+                "{spinner} generating {msg} [{bar:30}] {human_pos}/{human_len} requests, eta {eta}",
+            );
+            bar.set_message(p.display().to_string());
+            let mut w = LineCounter {
+                inner: std::io::BufWriter::with_capacity(1 << 20, f),
+                bar,
+            };
             let s =
                 crate::generate::generate(&opts, &catalog, &mut w).map_err(|e| Error::io(p, e))?;
             w.flush().map_err(|e| Error::io(p, e))?;
+            w.bar.finish_and_clear();
             s
         }
         None => {
@@ -296,6 +307,37 @@ fn generate_command(args: crate::cli::GenerateArgs) -> Result<Outcome> {
         stats.requests, stats.feedback, stats.bytes
     );
     Ok(Outcome::Ok)
+}
+
+/// A progress bar on stderr of `len` steps, hidden unless stderr is a terminal.
+pub(crate) fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
+}
+
+/// A writer that moves `bar` by the request records (lines with a `model`) written through it.
+struct LineCounter<W: Write> {
+    inner: W,
+    bar: indicatif::ProgressBar,
+}
+
+impl<W: Write> Write for LineCounter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let requests = memchr::memmem::find_iter(&buf[..n], b"\"model\"").count();
+        self.bar.inc(requests as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 async fn prices_command(g: &Global, cmd: PricesCommand) -> Result<Outcome> {

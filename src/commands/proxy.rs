@@ -146,36 +146,9 @@ pub async fn proxy_command(g: &Global, config: &Config, args: ProxyArgs) -> Resu
 
 pub async fn apply_command(config: &Config, args: ApplyArgs) -> Result<Outcome> {
     let text = std::fs::read(&args.file).map_err(|e| Error::io(&args.file, e))?;
-    let policy = Policy::parse(&text)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", args.file.display())))?;
-    let url = format!("{}/admin/policy", args.proxy.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::Internal(format!("http client: {e}")))?;
-    let mut req = client
-        .put(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(text);
-    if let Some(token) = config.tokens().admin {
-        req = req.bearer_auth(token);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
-    let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
-    if !status.is_success() {
-        let reason = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(match status.as_u16() {
-            401 | 403 => Error::Unauthorized,
-            _ => Error::Invalid(format!("{url} refused the policy ({status}): {reason}")),
-        });
-    }
-    println!("policy {} in force on {}", policy.version, args.proxy);
+    Policy::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", args.file.display())))?;
+    let control = crate::proxy::control::Control::new(&args.proxy, config.tokens().admin)?;
+    let version = control.apply(text).await?;
+    println!("policy {version} in force on {}", args.proxy);
     Ok(Outcome::Ok)
 }

@@ -109,11 +109,7 @@ pub async fn recommend_command(g: &Global, config: &Config, a: RecommendArgs) ->
     }
     let policy = recommend::recommend(&cands, &obj, chrono::Utc::now());
     policy.validate()?;
-    let json = serde_json::to_vec_pretty(&policy)?;
-    // Every policy is kept, by version, beside the data.
-    let loc = engine.store().location();
-    let path = loc.path(&["policies", &format!("{}.json", policy.version)]);
-    loc.store.put(&path, PutPayload::from(json.clone())).await?;
+    let json = keep_policy(engine.store(), &policy).await?;
     if let Some(out) = &a.out {
         std::fs::write(out, &json).map_err(|e| Error::io(out, e))?;
     }
@@ -128,7 +124,28 @@ pub async fn recommend_command(g: &Global, config: &Config, a: RecommendArgs) ->
     if let Some(old) = old {
         stdout.write_all(diff(&old, &policy).as_bytes())?;
     }
+    if a.apply {
+        let url = a.proxy.as_deref().ok_or_else(|| {
+            Error::Invalid("--apply needs --proxy URL (the running proxy)".into())
+        })?;
+        let control = crate::proxy::control::Control::new(url, config.tokens().admin)?;
+        let live = control.live().await?;
+        let version = control.apply(json).await?;
+        if let Some(live) = live {
+            stdout.write_all(diff(&live, &policy).as_bytes())?;
+        }
+        writeln!(stdout, "policy {version} in force on {url}")?;
+    }
     Ok(Outcome::Ok)
+}
+
+/// Keeps `policy` by version beside the data (`policies/VERSION.json`); its file text.
+pub async fn keep_policy(store: &crate::store::Store, policy: &Policy) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec_pretty(policy)?;
+    let loc = store.location();
+    let path = loc.path(&["policies", &format!("{}.json", policy.version)]);
+    loc.store.put(&path, PutPayload::from(json.clone())).await?;
+    Ok(json)
 }
 
 pub async fn evaluate_command(g: &Global, config: &Config, a: EvaluateArgs) -> Result<Outcome> {

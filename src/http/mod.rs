@@ -5,6 +5,7 @@
 mod api;
 mod error;
 mod ingest;
+mod policy;
 mod ui;
 
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub query: QueryEngine,
     pub tokens: Arc<Tokens>,
     pub max_body_bytes: usize,
+    /// The running proxy that Apply puts policies in force on, if any.
+    pub proxy_url: Option<String>,
 }
 
 /// The router of `serve`.
@@ -39,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/reports/{name}", get(ui::report))
         .route("/api/dashboards", get(ui::dashboards))
         .route("/api/recommendation", get(ui::recommendation))
+        .route("/api/policy/proposal", get(policy::proposal))
+        .route("/api/policy/live", get(policy::live))
+        .route("/api/policy/apply", post(policy::apply))
+        .route("/api/policy/changes", get(policy::changes))
         .route("/", get(ui::index))
         .route("/assets/{file}", get(ui::assets))
         .route("/metrics", get(api::metrics))

@@ -147,18 +147,13 @@ pub async fn report(
     Ok(Json(output::columns_rows(&result)?).into_response())
 }
 
-/// `GET /api/recommendation?quality_target=&scope=&min_samples=&since=`: the policy
-/// `recommend` would emit now (not saved).
-pub async fn recommendation(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+/// The recommend objective from query parameters (`since` and `until` are allowed and left to
+/// the caller).
+pub fn objective_from(q: &HashMap<String, String>) -> Result<crate::recommend::Objective, Error> {
     use crate::recommend::{Objective, Scope};
-    check_admin(&state, &headers)?;
     let mut obj = Objective::default();
     let bad = |k: &str, v: &str| Error::Invalid(format!("{k}={v:?} is not valid"));
-    for (k, v) in &q {
+    for (k, v) in q {
         match k.as_str() {
             "quality_target" => obj.quality_target = v.parse().map_err(|_| bad(k, v))?,
             "min_samples" => obj.min_samples = v.parse().map_err(|_| bad(k, v))?,
@@ -170,7 +165,7 @@ pub async fn recommendation(
                 obj.scope = match v.as_str() {
                     "overall" => Scope::Overall,
                     "task" => Scope::Task,
-                    _ => return Err(bad(k, v).into()),
+                    _ => return Err(bad(k, v)),
                 }
             }
             "since" | "until" => {}
@@ -178,11 +173,32 @@ pub async fn recommendation(
                 return Err(Error::Invalid(format!(
                     "unknown parameter {other:?}; known: quality_target, scope, min_samples, \
                      explore, max_p95_latency_ms, since, until"
-                ))
-                .into());
+                )));
             }
         }
     }
+    Ok(obj)
+}
+
+/// `GET /api/recommendation?quality_target=&scope=&min_samples=&since=`: the policy
+/// `recommend` would emit now (not saved).
+pub async fn recommendation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let (_, policy) = recommend_now(&state, &q).await?;
+    Ok(Json(policy).into_response())
+}
+
+/// The evidence in the window the query parameters name (`since`, default 30d; `until`) and
+/// the policy `recommend` makes of it now under their objective.
+pub async fn recommend_now(
+    state: &AppState,
+    q: &HashMap<String, String>,
+) -> Result<(Vec<crate::recommend::Candidate>, crate::recommend::Policy), Error> {
+    let obj = objective_from(q)?;
     let since = q.get("since").map_or("30d", String::as_str);
     let cands = crate::recommend::candidates(
         &state.query,
@@ -191,5 +207,5 @@ pub async fn recommendation(
     )
     .await?;
     let policy = crate::recommend::recommend(&cands, &obj, chrono::Utc::now());
-    Ok(Json(policy).into_response())
+    Ok((cands, policy))
 }

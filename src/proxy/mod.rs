@@ -17,6 +17,7 @@ mod attempt;
 mod body;
 pub mod budget;
 mod chat;
+pub mod control;
 mod error;
 pub mod keys;
 mod routing;
