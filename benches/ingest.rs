@@ -2,8 +2,9 @@
 //!
 //! 1. sustained HTTP ingest on loopback (batches of 1,000 canonical records, WAL sync on)
 //!    against the raw `serde_json` parse rate of the same bytes, with the server's peak RSS;
-//! 2. batch `switchyard ingest` of a generated NDJSON file against DuckDB converting the same
-//!    file to Parquet, with the store's bytes per record.
+//! 2. batch `switchyard ingest` of a generated NDJSON file (with its peak RSS) against DuckDB
+//!    converting the same file to one Parquet file, and to the same Hive `date`/`hour` layout,
+//!    with each side's bytes per record.
 //!
 //! `cargo bench --bench ingest` (env `BENCH_HTTP_RECORDS`, default 2,000,000;
 //! `BENCH_BATCH_RECORDS`, default 10,000,000; `SWITCHYARD_PYTHON` with duckdb installed).
@@ -157,16 +158,28 @@ fn batch_bench(n: u64) {
     let size = std::fs::metadata(&input).unwrap().len();
 
     let data = tmp.path().join("data");
+    // Peak RSS through `/usr/bin/time` where it is installed.
+    let time = Path::new("/usr/bin/time");
+    let mut cmd = if time.exists() {
+        let mut c = Command::new(time);
+        c.args(["-f", "peak-rss-kb %M"]).arg(bin());
+        c
+    } else {
+        Command::new(bin())
+    };
     let t = Instant::now();
-    let st = Command::new(bin())
+    let o = cmd
         .args(["ingest", "--no-progress", "--data-dir"])
         .arg(&data)
         .arg(&input)
         .env("SWITCHYARD_LOG", "warn")
         .stdout(Stdio::null())
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let peak_kb = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kb ")?.trim().parse::<f64>().ok());
     let ours = t.elapsed().as_secs_f64();
     let lines = BufReader::new(std::fs::File::open(&input).unwrap())
         .lines()
@@ -178,30 +191,67 @@ fn batch_bench(n: u64) {
         lines as f64 / ours,
         stored as f64 / lines as f64
     );
+    if let Some(kb) = peak_kb {
+        println!("switchyard ingest peak RSS: {:.0} MB", kb / 1024.0);
+    }
 
     let py = std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = tmp.path().join("duck.parquet");
-    let script = format!(
-        "import duckdb,time\nt=time.time()\nduckdb.sql(\"COPY (SELECT * FROM read_json_auto('{}', format='newline_delimited')) TO '{}' (FORMAT parquet, COMPRESSION zstd)\")\nprint(time.time()-t)",
-        input.display(),
-        out.display()
+    let read = format!(
+        "read_json_auto('{}', format='newline_delimited')",
+        input.display()
     );
-    let t = Instant::now();
-    let o = Command::new(py).args(["-c", &script]).output().unwrap();
-    let duck = t.elapsed().as_secs_f64();
-    if !o.status.success() {
-        println!("duckdb: failed: {}", String::from_utf8_lossy(&o.stderr));
-        return;
+    let one_file = tmp.path().join("duck.parquet");
+    let hive = tmp.path().join("duck_hive");
+    let runs = [
+        (
+            "duckdb NDJSON -> one Parquet file",
+            format!(
+                "COPY (SELECT * FROM {read}) TO '{}' (FORMAT parquet, COMPRESSION zstd)",
+                one_file.display()
+            ),
+            one_file.clone(),
+        ),
+        (
+            "duckdb NDJSON -> Hive date/hour partitions",
+            format!(
+                "COPY (SELECT *, strftime(CAST(ts AS TIMESTAMP), '%Y-%m-%d') AS date, \
+                 strftime(CAST(ts AS TIMESTAMP), '%H') AS hour FROM {read}) TO '{}' \
+                 (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date, hour))",
+                hive.display()
+            ),
+            hive.clone(),
+        ),
+    ];
+    let mut one_file_secs = None;
+    for (label, sql, out) in runs {
+        let script = format!("import duckdb\nduckdb.sql(\"{sql}\")");
+        let t = Instant::now();
+        let o = Command::new(&py).args(["-c", &script]).output().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        if !o.status.success() {
+            println!("{label}: failed: {}", String::from_utf8_lossy(&o.stderr));
+            continue;
+        }
+        let bytes = if out.is_dir() {
+            dir_bytes(&out)
+        } else {
+            std::fs::metadata(&out).unwrap().len()
+        };
+        println!(
+            "{label}: {secs:.1} s ({:.1} bytes/record), ratio its time / switchyard's: {:.2}",
+            bytes as f64 / lines as f64,
+            secs / ours
+        );
+        one_file_secs.get_or_insert(secs);
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = std::fs::remove_file(&out);
     }
-    let duck_bytes = std::fs::metadata(&out).unwrap().len();
-    println!(
-        "duckdb NDJSON -> Parquet: {duck:.1} s ({:.1} bytes/record)",
-        duck_bytes as f64 / lines as f64
-    );
-    println!(
-        "ratio duckdb time / switchyard time: {:.2} (>= 1 means switchyard is at least as fast)",
-        duck / ours
-    );
+    if let Some(duck) = one_file_secs {
+        println!(
+            "ratio duckdb one-file time / switchyard time: {:.2} (>= 1 means switchyard is at least as fast)",
+            duck / ours
+        );
+    }
 }
 
 fn main() {
