@@ -50,31 +50,65 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Ingest + query API in one process.
+    /// Ingest + query API and the dashboards in one process (with --proxy-listen, the proxy too).
+    #[command(
+        after_help = "Examples:\n  switchyard serve --demo                      # the whole loop on one machine\n  switchyard serve --listen 127.0.0.1:7070 --proxy-listen 127.0.0.1:7071 --config switchyard.toml"
+    )]
     Serve(ServeArgs),
     /// Import log files (`-` = stdin; .gz and .zst accepted).
+    #[command(
+        after_help = "Examples:\n  switchyard ingest workload.ndjson litellm-spendlogs.ndjson.gz otel-export.json\n  zcat logs.ndjson.gz | switchyard ingest --format openrouter -"
+    )]
     Ingest(IngestArgs),
     /// Read-only SQL over the store.
+    #[command(
+        after_help = "Examples:\n  switchyard query \"SELECT model, sum(cost_usd) AS usd FROM requests GROUP BY model ORDER BY usd DESC\"\n  switchyard query --file my.sql --format parquet --output answer.parquet"
+    )]
     Query(QueryArgs),
     /// Run a named report (`queries/NAME.sql`) over a time window.
+    #[command(
+        after_help = "Examples:\n  switchyard report --list\n  switchyard report spend_by_task --since 7d --format csv\n  switchyard report policy_versions --since 1h"
+    )]
     Report(ReportArgs),
     /// Recommend a routing policy: per task, the cheapest model (or mix) at the quality target.
+    #[command(
+        after_help = "Examples:\n  switchyard recommend --quality-target 0.95 --since 30d --out policy.json\n  switchyard recommend --apply --proxy http://127.0.0.1:7071"
+    )]
     Recommend(RecommendArgs),
     /// Replay logged traffic under a policy offline.
+    #[command(after_help = "Example:\n  switchyard evaluate --policy policy.json --since 30d")]
     Evaluate(EvaluateArgs),
     /// Write a realistic synthetic workload as NDJSON.
+    #[command(
+        after_help = "Example:\n  switchyard generate --requests 1000000 --days 30 --seed 7 --out workload.ndjson"
+    )]
     Generate(GenerateArgs),
     /// Manage the price catalog.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  switchyard prices import model_prices_and_context_window.json --format litellm\n  switchyard prices show openai/gpt-4o-mini"
+    )]
     Prices(PricesCommand),
     /// Validate configuration.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  switchyard config check --config switchyard.toml"
+    )]
     Config(ConfigCommand),
     /// A built-in OpenAI-compatible mock upstream for tests, the demo and benchmarks.
+    #[command(
+        after_help = "Example:\n  switchyard mock-upstream --listen 127.0.0.1:7072 --latency-ms 0 --ttft-ms 0 --tokens-per-s 0"
+    )]
     MockUpstream(MockUpstreamArgs),
     /// OpenAI-compatible proxy that routes requests by a policy and logs every attempt.
+    #[command(
+        after_help = "Example:\n  switchyard proxy --config switchyard.toml --policy policy.json --listen 127.0.0.1:7071"
+    )]
     Proxy(ProxyArgs),
     /// Validate a policy file and put it in force on a running proxy.
+    #[command(
+        after_help = "Example:\n  switchyard apply policy.json --proxy http://127.0.0.1:7071"
+    )]
     Apply(ApplyArgs),
     /// Run a Ballista scheduler for distributed SQL (cargo feature `distributed`).
     #[cfg(feature = "distributed")]
