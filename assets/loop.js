@@ -89,7 +89,7 @@
   }
 
   function versionColor(v) {
-    const key = v === null || v === undefined || v === '' ? '(none)' : String(v);
+    const key = v === null || v === undefined || v === '' ? '(not routed)' : String(v);
     if (!state.versionColors.has(key)) {
       state.versionColors.set(key, VERSION_COLORS[state.versionColors.size % VERSION_COLORS.length]);
     }
@@ -294,9 +294,9 @@
     const ix = (n) => cols.indexOf(n);
     const [im, iv, ir] = [ix('minute'), ix('policy_version'), ix('requests')];
     const minutes = [...new Set(data.rows.map((r) => String(r[im])))].sort();
-    const versions = [...new Set(data.rows.map((r) => (r[iv] === null ? '(none)' : String(r[iv]))))];
+    const versions = [...new Set(data.rows.map((r) => (r[iv] === null ? '(not routed)' : String(r[iv]))))];
     const series = versions.map((v) => {
-      const by = new Map(data.rows.filter((r) => (r[iv] === null ? '(none)' : String(r[iv])) === v).map((r) => [String(r[im]), Number(r[ir])]));
+      const by = new Map(data.rows.filter((r) => (r[iv] === null ? '(not routed)' : String(r[iv])) === v).map((r) => [String(r[im]), Number(r[ir])]));
       return { label: v, data: minutes.map((m) => by.get(m) || 0), backgroundColor: versionColor(v), borderColor: versionColor(v), stack: 's' };
     });
     const labels = minutes.map((m) => m.slice(11, 16));
