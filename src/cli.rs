@@ -110,37 +110,6 @@ pub enum Command {
         after_help = "Example:\n  switchyard apply policy.json --proxy http://127.0.0.1:7071"
     )]
     Apply(ApplyArgs),
-    /// Run a Ballista scheduler for distributed SQL (cargo feature `distributed`).
-    #[cfg(feature = "distributed")]
-    Scheduler(SchedulerArgs),
-    /// Run a Ballista executor that reads the data dir's bucket (cargo feature `distributed`).
-    #[cfg(feature = "distributed")]
-    Executor(ExecutorArgs),
-}
-
-#[cfg(feature = "distributed")]
-#[derive(Debug, Args)]
-pub struct SchedulerArgs {
-    /// Address the scheduler listens on (clients connect to df://ADDR).
-    #[arg(long, default_value = crate::distributed::nodes::SCHEDULER_LISTEN)]
-    pub listen: SocketAddr,
-}
-
-#[cfg(feature = "distributed")]
-#[derive(Debug, Args)]
-pub struct ExecutorArgs {
-    /// The scheduler, df://HOST:PORT or HOST:PORT.
-    #[arg(long)]
-    pub scheduler: String,
-    /// Address of the executor's Arrow Flight service (query results, shuffles).
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
-    /// Address of the executor's task service (same host as --listen).
-    #[arg(long, default_value = "127.0.0.1:50052")]
-    pub grpc_listen: SocketAddr,
-    /// Tasks it runs at once [default: the number of cores].
-    #[arg(long)]
-    pub vcores: Option<usize>,
 }
 
 /// Tuning shared by `proxy` and `serve --proxy-listen`.
@@ -271,9 +240,6 @@ pub struct QueryArgs {
     /// Write the answer here instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Run on a Ballista cluster, df://SCHEDULER:PORT (cargo feature `distributed`).
-    #[arg(long, env = "SWITCHYARD_CLUSTER")]
-    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -302,9 +268,6 @@ pub struct ReportArgs {
     /// Write the answer here instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Run on a Ballista cluster, df://SCHEDULER:PORT (cargo feature `distributed`).
-    #[arg(long, env = "SWITCHYARD_CLUSTER")]
-    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -60,22 +60,6 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::MockUpstream(args) => mock::mock_upstream(args).await,
         Command::Proxy(args) => proxy::proxy_command(&g, &config, args).await,
         Command::Apply(args) => proxy::apply_command(&config, args).await,
-        #[cfg(feature = "distributed")]
-        Command::Scheduler(args) => {
-            crate::distributed::nodes::scheduler(args.listen).await?;
-            Ok(Outcome::Ok)
-        }
-        #[cfg(feature = "distributed")]
-        Command::Executor(args) => {
-            crate::distributed::nodes::executor(
-                &args.scheduler,
-                args.listen,
-                args.grpc_listen,
-                args.vcores,
-            )
-            .await?;
-            Ok(Outcome::Ok)
-        }
         Command::Config(ConfigCommand::Check) => {
             let origin = g
                 .config
@@ -165,38 +149,10 @@ async fn query_command(g: &Global, config: &Config, args: QueryArgs) -> Result<O
             ));
         }
     };
-    let result = match &args.cluster {
-        Some(url) => cluster(g, url).await?.sql(&sql).await?,
-        None => read_only_engine(g, config).await?.sql(&sql).await?,
-    };
+    let engine = read_only_engine(g, config).await?;
+    let result = engine.sql(&sql).await?;
     write_answer(&result, args.format, args.output.as_deref())?;
     Ok(Outcome::Ok)
-}
-
-/// A session on the Ballista cluster at `url` over the data dir.
-#[cfg(feature = "distributed")]
-async fn cluster(g: &Global, url: &str) -> Result<crate::distributed::Cluster> {
-    let loc = Location::open(&g.data_dir)?;
-    let prices = load_catalog(&loc).await?;
-    crate::distributed::Cluster::connect(url, &loc, &prices).await
-}
-
-#[cfg(not(feature = "distributed"))]
-async fn cluster(_g: &Global, url: &str) -> Result<NoCluster> {
-    Err(Error::Config(format!(
-        "--cluster {url}: this build has no distributed SQL (cargo feature `distributed`)"
-    )))
-}
-
-/// Stands in for the cluster session in builds without it (never constructed).
-#[cfg(not(feature = "distributed"))]
-enum NoCluster {}
-
-#[cfg(not(feature = "distributed"))]
-impl NoCluster {
-    async fn sql(&self, _sql: &str) -> Result<crate::query::QueryResult> {
-        match *self {}
-    }
 }
 
 /// A query engine over the data dir that never replays or takes the WAL lock: a running
@@ -250,16 +206,8 @@ async fn report_command(g: &Global, config: &Config, args: ReportArgs) -> Result
         args.model.as_deref(),
         chrono::Utc::now(),
     )?;
-    let result = match &args.cluster {
-        Some(url) => {
-            let sql = window.bind(&crate::query::reports::get(name)?.sql)?;
-            cluster(g, url).await?.sql(&sql).await?
-        }
-        None => {
-            let engine = read_only_engine(g, config).await?;
-            crate::query::reports::run(&engine, name, &window).await?
-        }
-    };
+    let engine = read_only_engine(g, config).await?;
+    let result = crate::query::reports::run(&engine, name, &window).await?;
     write_answer(&result, args.format, args.output.as_deref())?;
     Ok(Outcome::Ok)
 }
