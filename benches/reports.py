@@ -19,6 +19,13 @@
 3. Prints per report: switchyard raw and adjusted seconds, DuckDB seconds, the ratio
    adjusted switchyard / DuckDB and both row counts (a difference is flagged), then the
    geometric-mean and worst ratios.
+4. Ad-hoc SQL (`--parts adhoc`), statements a user might type that are not in queries/:
+   `switchyard query SQL` as a fresh process per run against a fresh DuckDB process per run
+   (Python, the same views), each minus its own start-up (the median of `SELECT 1` the same
+   way), both pinned to T CPUs.
+5. Dashboard first load (`--parts dashboard`): benches/dashboard_load.mjs opens the dashboards
+   of a fresh `serve` in headless Chromium (playwright-core from tests/browser, Debian's
+   Chromium) and times navigation to every panel drawn, first load and repeated loads.
 
 Both engines get T CPUs (default 2): DuckDB through its thread setting, switchyard by pinning
 its processes to T CPUs (DataFusion sizes its thread pool and partitions from the affinity).
@@ -46,6 +53,43 @@ QUERIES = REPO / "queries"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "switchyard-bench"
 DATASET = {"days": 30, "seed": 1, "end": "2026-11-20T00:00:00Z"}
 MARKER = ".bench-dataset.json"  # in the data dir: what was generated into it
+TABLES = ("requests", "feedback", "requests_hourly", "latency_hourly", "quality_hourly")
+
+# Ad-hoc statements (not in queries/): what a user types into `switchyard query`. `{id}` is a
+# stored request id, `{day}` a day in the middle of the data.
+ADHOC = {
+    "count": "SELECT count(*) FROM requests",
+    "by_model": "SELECT model, count(*) AS n, sum(cost_usd) AS usd FROM requests GROUP BY model ORDER BY usd DESC",
+    "latency_by_task": "SELECT task, avg(latency_ms) AS avg_ms, max(latency_ms) AS max_ms FROM requests "
+                       "WHERE status = 200 GROUP BY task ORDER BY task",
+    "tokens_by_day": "SELECT date, sum(prompt_tokens + completion_tokens) AS tokens FROM requests "
+                     "GROUP BY date ORDER BY date",
+    "one_day_errors": "SELECT model, count(*) AS n FROM requests WHERE date = '{day}' AND status <> 200 "
+                      "GROUP BY model ORDER BY model",
+    "key_top10": "SELECT key_id, count(*) AS n, sum(cost_usd) AS usd FROM requests "
+                 "WHERE ts >= '{day}T00:00:00Z' AND model = 'openai/gpt-4o-mini' "
+                 "GROUP BY key_id ORDER BY usd DESC, key_id LIMIT 10",
+    "point_lookup": "SELECT request_id, model, task, cost_usd, latency_ms FROM requests WHERE request_id = '{id}'",
+    "distinct_users": "SELECT count(DISTINCT user_id) AS users FROM requests",
+    "streamed_share": "SELECT model, avg(CASE WHEN streamed THEN 1.0 ELSE 0.0 END) AS share FROM requests "
+                      "GROUP BY model ORDER BY model",
+    "feedback_join": "SELECT r.model, count(*) AS n, avg(f.value) AS quality FROM requests r "
+                     "JOIN feedback f ON f.request_id = r.request_id WHERE f.metric = 'quality' "
+                     "GROUP BY r.model ORDER BY r.model",
+    "hourly_rollup": "SELECT model, sum(requests) AS n, sum(cost_usd) AS usd FROM requests_hourly "
+                     "GROUP BY model ORDER BY model",
+}
+
+DUCK_CHILD = """
+import sys, duckdb
+con = duckdb.connect()
+con.execute("PRAGMA threads=" + sys.argv[1])
+for t in sys.argv[3].split(","):
+    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{sys.argv[2]}/{t}/**/*.parquet', "
+                "hive_partitioning=true, hive_types_autocast=false)")
+rows = con.execute(sys.stdin.read()).fetchall()
+print(len(rows))
+"""
 
 
 # --- setup -------------------------------------------------------------------------------------
@@ -236,7 +280,7 @@ def csv_rows(path):
 def duckdb_connect(duckdb, binary, data_dir, threads, tmp, preexec):
     con = duckdb.connect()
     con.execute(f"PRAGMA threads={threads}")
-    for table in ("requests", "feedback", "requests_hourly", "latency_hourly"):
+    for table in TABLES:
         # hive_types_autocast=false: partition columns stay strings, as in switchyard's schema
         glob = (data_dir / table / "**" / "*.parquet").as_posix()
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', "
@@ -249,6 +293,95 @@ def duckdb_connect(duckdb, binary, data_dir, threads, tmp, preexec):
                   'cached_input': 'DOUBLE', 'cache_write': 'DOUBLE', 'reasoning': 'DOUBLE',
                   'context_window': 'BIGINT'}})""")
     return con
+
+
+# --- ad-hoc SQL through the CLI, and the dashboards in a browser ---------------------------------
+
+def duck_process(python, data_dir, threads, sql, preexec):
+    """(rows, seconds) of one fresh DuckDB process answering `sql` over the store's views."""
+    t0 = time.perf_counter()
+    r = subprocess.run([python, "-c", DUCK_CHILD, str(threads), str(data_dir), ",".join(TABLES)],
+                       input=sql, capture_output=True, text=True, preexec_fn=preexec)
+    elapsed = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}")
+    return int(r.stdout.strip()), elapsed
+
+
+def adhoc(duckdb, binary, data_dir, args, preexec, since):
+    """Ad-hoc statements, one fresh process per run on each side, start-up subtracted."""
+    python = sys.executable
+    day = (since + dt.timedelta(days=15)).isoformat()
+    _, (rid,) = switchyard_csv(binary, data_dir,
+                               f"SELECT request_id FROM requests WHERE date = '{day}' LIMIT 1", preexec)
+    sy_argv = lambda sql, out: [str(binary), "--data-dir", str(data_dir), "query", sql,
+                                "--format", "csv", "--output", out]
+    n = max(args.repeat, 3)
+    wall(sy_argv("SELECT 1", os.devnull), preexec)
+    sy_start = statistics.median(wall(sy_argv("SELECT 1", os.devnull), preexec) for _ in range(n))
+    duck_process(python, data_dir, args.threads, "SELECT 1", preexec)
+    duck_start = statistics.median(duck_process(python, data_dir, args.threads, "SELECT 1", preexec)[1]
+                                   for _ in range(n))
+    print(f"\nad-hoc SQL through the CLI, fresh process per run, median of {n}; start-up subtracted: "
+          f"switchyard {sy_start:.3f} s, duckdb (python -c) {duck_start:.3f} s")
+    head = (f"{'query':<18} {'sy raw s':>9} {'sy adj s':>9} {'duck raw s':>10} {'duck adj s':>10} "
+            f"{'ratio':>7} {'rows sy':>8} {'rows duck':>9}")
+    print(head)
+    print("-" * len(head))
+    results, problems = [], []
+    with tempfile.TemporaryDirectory(prefix="switchyard-adhoc-") as tmp:
+        for name, template in ADHOC.items():
+            sql = template.format(day=day, id=rid)
+            out = str(Path(tmp) / f"{name}.csv")
+            try:
+                wall(sy_argv(sql, out), preexec)
+                sy_rows = csv_rows(out)
+                sy = statistics.median(wall(sy_argv(sql, os.devnull), preexec) for _ in range(n))
+                duck_rows, _ = duck_process(python, data_dir, args.threads, sql, preexec)
+                duck = statistics.median(duck_process(python, data_dir, args.threads, sql, preexec)[1]
+                                         for _ in range(n))
+            except RuntimeError as e:
+                print(f"{name:<18} ERROR: {e}")
+                problems.append(name)
+                continue
+            sy_adj, duck_adj = max(sy - sy_start, 1e-3), max(duck - duck_start, 1e-3)
+            ratio = sy_adj / duck_adj
+            flag = "" if sy_rows == duck_rows else "  ROW COUNT MISMATCH"
+            if flag:
+                problems.append(name)
+            results.append((name, ratio))
+            print(f"{name:<18} {sy:>9.3f} {sy_adj:>9.3f} {duck:>10.3f} {duck_adj:>10.3f} {ratio:>7.2f} "
+                  f"{sy_rows:>8} {duck_rows:>9}{flag}")
+    if results:
+        geo = math.exp(statistics.fmean(math.log(r) for _, r in results))
+        worst = max(results, key=lambda x: x[1])
+        print(f"ad-hoc geometric mean ratio switchyard/duckdb: {geo:.2f}, worst {worst[1]:.2f} ({worst[0]})")
+    return problems
+
+
+def dashboard(binary, data_dir, preexec):
+    """The dashboards' first load in headless Chromium, from a freshly started `serve`."""
+    script = REPO / "benches" / "dashboard_load.mjs"
+    if not (REPO / "tests" / "browser" / "node_modules" / "playwright-core").exists():
+        print("\ndashboard: run `npm ci` in tests/browser first (playwright-core); skipped")
+        return ["dashboard"]
+    server, url = start_server(binary, data_dir, preexec)
+    try:
+        first = subprocess.run(["node", str(script), url + "/", "1"], capture_output=True, text=True)
+        again = subprocess.run(["node", str(script), url + "/", "5"], capture_output=True, text=True)
+    finally:
+        server.terminate()
+        server.wait()
+    for r in (first, again):
+        if r.returncode != 0:
+            print(f"\ndashboard: ERROR {r.stderr.strip()[-500:]}")
+            return ["dashboard"]
+    f, a = json.loads(first.stdout), json.loads(again.stdout)
+    print(f"\ndashboard first load in Chromium ({f['panels']} panels, all drawn): "
+          f"{f['median_ms']} ms just after `serve` started, then {a['runs_ms']} ms (median {a['median_ms']} ms)")
+    slow = sorted(((max(v), k) for k, v in f["reports"].items()), reverse=True)[:3]
+    print("slowest panel reports on the first load: " + ", ".join(f"{k} {ms} ms" for ms, k in slow))
+    return []
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -265,6 +398,8 @@ def main():
                     help="switchyard command timed: `report NAME` or `query --file` (auto: report "
                          "when the binary has it and knows the report)")
     ap.add_argument("--reports", help="comma-separated report names (default: all queries/*.sql)")
+    ap.add_argument("--parts", default="reports,adhoc,dashboard",
+                    help="what to measure: reports, adhoc, dashboard (comma-separated)")
     args = ap.parse_args()
 
     duckdb = import_duckdb()
@@ -277,6 +412,15 @@ def main():
 
     ensure_dataset(binary, data_dir, args.records, default_dir)
     since, until = data_window(binary, data_dir, preexec)
+
+    parts = set(args.parts.split(","))
+    problems = []
+    if "adhoc" in parts:
+        problems += adhoc(duckdb, binary, data_dir, args, preexec, since)
+    if "dashboard" in parts:
+        problems += dashboard(binary, data_dir, preexec)
+    if "reports" not in parts:
+        return 1 if problems else 0
 
     files = sorted(QUERIES.glob("*.sql"))
     if args.reports:
@@ -303,7 +447,6 @@ def main():
         print("-" * len(head))
 
         results = []   # (name, ratio adjusted, ratio raw)
-        problems = []
         for f in files:
             name = f.stem
             try:

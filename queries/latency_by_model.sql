@@ -28,16 +28,29 @@ p AS (
     FROM c
     GROUP BY model, metric
 ),
-l AS (SELECT * FROM p WHERE metric = 'latency_ms'),
-t AS (SELECT * FROM p WHERE metric = 'ttft_ms')
+-- one row per model from both metrics' rows: p is read once (a CTE named twice is planned,
+-- and its scan run, twice by engines that inline CTEs)
+w AS (
+    SELECT model,
+           MAX(CASE WHEN metric = 'latency_ms' THEN total END) AS requests,
+           MAX(CASE WHEN metric = 'latency_ms' THEN b50 END) AS l50,
+           MAX(CASE WHEN metric = 'latency_ms' THEN b95 END) AS l95,
+           MAX(CASE WHEN metric = 'latency_ms' THEN b99 END) AS l99,
+           MAX(CASE WHEN metric = 'ttft_ms' THEN total END) AS ttft_total,
+           MAX(CASE WHEN metric = 'ttft_ms' THEN b50 END) AS t50,
+           MAX(CASE WHEN metric = 'ttft_ms' THEN b95 END) AS t95
+    FROM p
+    GROUP BY model
+)
 SELECT
-    l.model,
-    l.total AS requests,
-    ROUND(2 * POWER(1.02, l.b50) / 2.02, 1) AS latency_p50_ms,
-    ROUND(2 * POWER(1.02, l.b95) / 2.02, 1) AS latency_p95_ms,
-    ROUND(2 * POWER(1.02, l.b99) / 2.02, 1) AS latency_p99_ms,
-    COALESCE(t.total, 0) AS ttft_samples,
-    ROUND(2 * POWER(1.02, t.b50) / 2.02, 1) AS ttft_p50_ms,
-    ROUND(2 * POWER(1.02, t.b95) / 2.02, 1) AS ttft_p95_ms
-FROM l LEFT JOIN t ON t.model = l.model
-ORDER BY l.model
+    model,
+    requests,
+    ROUND(2 * POWER(1.02, l50) / 2.02, 1) AS latency_p50_ms,
+    ROUND(2 * POWER(1.02, l95) / 2.02, 1) AS latency_p95_ms,
+    ROUND(2 * POWER(1.02, l99) / 2.02, 1) AS latency_p99_ms,
+    COALESCE(ttft_total, 0) AS ttft_samples,
+    ROUND(2 * POWER(1.02, t50) / 2.02, 1) AS ttft_p50_ms,
+    ROUND(2 * POWER(1.02, t95) / 2.02, 1) AS ttft_p95_ms
+FROM w
+WHERE requests IS NOT NULL
+ORDER BY model

@@ -1,34 +1,37 @@
 -- purpose: Quality by task x model: feedback samples, mean score and a 95% confidence interval.
 -- params: $since, $until, $since_date, $until_date, $task, $model
 -- columns: task (task label), model (model as served), requests (attempts in the window), samples (quality feedback rows joined to those requests), mean_quality (mean feedback value, 0..1), ci_low (lower bound of the 95% interval), ci_high (upper bound of the 95% interval), ci_method (wilson when every sample is exactly 0 or 1, normal otherwise, none when too few samples)
--- notes: wilson = Wilson score interval, z = 1.96; normal = mean +/- 1.96 * sd / sqrt(n), clipped to [0, 1]; needs n >= 2.
+-- notes: read from the hourly rollups (requests_hourly, quality_hourly: feedback joined to its request at ingest), so the window
+--        applies to request times at hour resolution. wilson = Wilson score interval, z = 1.96; normal = mean +/- 1.96 * sd / sqrt(n), clipped to [0, 1]; needs n >= 2.
 --        Feedback is read from partitions $since_date..$until_date, so feedback arriving after $until_date is not counted.
 WITH r AS (
-    SELECT request_id, task, model
-    FROM requests
-    WHERE ts >= $since AND ts < $until
+    SELECT task, model, SUM(requests) AS requests
+    FROM requests_hourly
+    WHERE ts_hour >= $since AND ts_hour < $until
       AND date >= $since_date AND date <= $until_date
       AND ($task IS NULL OR task = $task)
       AND ($model IS NULL OR model = $model)
+    GROUP BY task, model
 ),
--- per-request sums, so one left join gives both request and sample counts (one scan of each table)
-f AS (
-    SELECT request_id,
-           COUNT(*) AS n, SUM(value) AS sum_v, SUM(value * value) AS sum_v2,
-           SUM(CASE WHEN value = 0 OR value = 1 THEN 0 ELSE 1 END) AS non_binary
-    FROM feedback
+-- feedback rows of those requests, already summed per request hour and feedback date
+q AS (
+    SELECT task, model,
+           SUM(samples) AS n, CAST(SUM(value_sum) AS DOUBLE) AS sum_v, CAST(SUM(value_sq_sum) AS DOUBLE) AS sum_v2,
+           SUM(non_binary) AS non_binary
+    FROM quality_hourly
     WHERE metric = 'quality'
+      AND ts_hour >= $since AND ts_hour < $until
       AND date >= $since_date AND date <= $until_date
-    GROUP BY request_id
+      AND feedback_date >= $since_date AND feedback_date <= $until_date
+      AND ($task IS NULL OR task = $task)
+      AND ($model IS NULL OR model = $model)
+    GROUP BY task, model
 ),
 t AS (
-    SELECT r.task, r.model,
-           COUNT(*) AS requests,
-           COALESCE(SUM(f.n), 0) AS n,
-           SUM(f.sum_v) AS sum_v, SUM(f.sum_v2) AS sum_v2,
-           COALESCE(SUM(f.non_binary), 0) AS non_binary
-    FROM r LEFT JOIN f ON f.request_id = r.request_id
-    GROUP BY r.task, r.model
+    SELECT r.task, r.model, r.requests,
+           COALESCE(q.n, 0) AS n, q.sum_v, q.sum_v2,
+           COALESCE(q.non_binary, 0) AS non_binary
+    FROM r LEFT JOIN q ON q.task = r.task AND q.model = r.model
 ),
 s AS (
     SELECT task, model, requests, n, non_binary,

@@ -89,6 +89,10 @@ pub enum Table {
     Feedback,
     RequestsHourly,
     LatencyHourly,
+    /// Feedback joined to its request, rolled up at flush (see `store::quality`).
+    QualityHourly,
+    /// Feedback stored before its request: rolled up when the request is (internal).
+    FeedbackUnmatched,
 }
 
 impl Table {
@@ -97,11 +101,13 @@ impl Table {
     /// The rollups of `requests`.
     pub const ROLLUPS: [Table; 2] = [Table::RequestsHourly, Table::LatencyHourly];
     /// Every table with files in the store.
-    pub const STORED: [Table; 4] = [
+    pub const STORED: [Table; 6] = [
         Table::Requests,
         Table::Feedback,
         Table::RequestsHourly,
         Table::LatencyHourly,
+        Table::QualityHourly,
+        Table::FeedbackUnmatched,
     ];
 
     /// The table's SQL name and its directory in the store.
@@ -111,6 +117,8 @@ impl Table {
             Table::Feedback => "feedback",
             Table::RequestsHourly => "requests_hourly",
             Table::LatencyHourly => "latency_hourly",
+            Table::QualityHourly => "quality_hourly",
+            Table::FeedbackUnmatched => "feedback_unmatched",
         }
     }
 
@@ -121,6 +129,8 @@ impl Table {
             Table::Feedback => FEEDBACK_FILE.clone(),
             Table::RequestsHourly => HOURLY_FILE.clone(),
             Table::LatencyHourly => LATENCY_FILE.clone(),
+            Table::QualityHourly => QUALITY_FILE.clone(),
+            Table::FeedbackUnmatched => FEEDBACK_FILE.clone(),
         }
     }
 
@@ -131,6 +141,8 @@ impl Table {
             Table::Feedback => FEEDBACK_TABLE.clone(),
             Table::RequestsHourly => HOURLY_TABLE.clone(),
             Table::LatencyHourly => LATENCY_TABLE.clone(),
+            Table::QualityHourly => QUALITY_TABLE.clone(),
+            Table::FeedbackUnmatched => FEEDBACK_FILE.clone(),
         }
     }
 
@@ -138,6 +150,7 @@ impl Table {
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
             Table::Requests => &["date", "hour"],
+            Table::FeedbackUnmatched => &[],
             _ => &["date"],
         }
     }
@@ -207,6 +220,34 @@ static LATENCY_FILE: LazyLock<SchemaRef> =
     LazyLock::new(|| Arc::new(Schema::new(latency_fields())));
 static LATENCY_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut f = latency_fields();
+    f.extend(partition_fields(false));
+    Arc::new(Schema::new(f))
+});
+
+fn quality_fields() -> Vec<Field> {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let i = |n: &str| Field::new(n, DataType::Int64, false);
+    // Exact sums (see `store::quality::SUM_SCALE`).
+    let f = |n: &str| Field::new(n, DataType::Decimal128(38, 12), false);
+    vec![
+        Field::new("ts_hour", utc_ts(), false),
+        s("task"),
+        s("model"),
+        s("metric"),
+        s("feedback_date"),
+        i("samples"),
+        f("value_sum"),
+        f("value_sq_sum"),
+        i("successes"),
+        i("non_binary"),
+        s("hour"),
+    ]
+}
+
+static QUALITY_FILE: LazyLock<SchemaRef> =
+    LazyLock::new(|| Arc::new(Schema::new(quality_fields())));
+static QUALITY_TABLE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = quality_fields();
     f.extend(partition_fields(false));
     Arc::new(Schema::new(f))
 });

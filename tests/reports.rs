@@ -312,12 +312,9 @@ fn quality_by_task_model_equals_an_independent_join() {
     assert!(checked > 50, "only {checked} pairs had enough feedback");
 }
 
-#[test]
-fn rollups_answer_what_the_raw_rows_answer_including_unflushed_rows() {
-    // A server whose buffer holds some rows while the rest are in Parquet: the rollup views
-    // must cover both, as the raw tables do.
-    let dir = tempfile::tempdir().unwrap();
-    let gen_path = dir.path().join("gen.ndjson");
+/// The NDJSON of 6,000 generated requests over 3 days (and their feedback), written in `dir`.
+fn generated(dir: &Path, seed: &str) -> String {
+    let gen_path = dir.join("gen.ndjson");
     let out = run(
         &[
             "generate",
@@ -326,14 +323,22 @@ fn rollups_answer_what_the_raw_rows_answer_including_unflushed_rows() {
             "--days",
             "3",
             "--seed",
-            "9",
+            seed,
             "--out",
             gen_path.to_str().unwrap(),
         ],
         &[],
     );
     assert!(out.status.success());
-    let body = std::fs::read_to_string(&gen_path).unwrap();
+    std::fs::read_to_string(&gen_path).unwrap()
+}
+
+#[test]
+fn rollups_answer_what_the_raw_rows_answer_including_unflushed_rows() {
+    // A server whose buffer holds some rows while the rest are in Parquet: the rollup views
+    // must cover both, as the raw tables do.
+    let dir = tempfile::tempdir().unwrap();
+    let body = generated(dir.path(), "9");
     let lines: Vec<&str> = body.lines().collect();
     let half = lines.len() / 2;
     let server = Server::start(
@@ -430,6 +435,104 @@ fn rollups_answer_what_the_raw_rows_answer_including_unflushed_rows() {
             );
             assert!(seen >= v.len() as i64 * 95 / 100);
         }
+    });
+}
+
+/// Per (task, model, feedback date): feedback rows joined to their request, their sum and sum
+/// of squares, by the raw tables' join and by the quality rollup.
+const QUALITY_RAW: &str = "SELECT r.task, r.model, f.date, count(*), sum(f.value), \
+    sum(f.value * f.value), sum(CASE WHEN f.value = 1 THEN 1 ELSE 0 END) \
+    FROM requests r JOIN feedback f ON f.request_id = r.request_id \
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
+const QUALITY_ROLLUP: &str = "SELECT task, model, feedback_date, sum(samples), \
+    CAST(sum(value_sum) AS DOUBLE), CAST(sum(value_sq_sum) AS DOUBLE), sum(successes) FROM quality_hourly GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
+
+async fn assert_quality_rollup_equals_join(c: &reqwest::Client, server: &Server, what: &str) {
+    let raw = api_query(c, server, QUALITY_RAW).await;
+    let rolled = api_query(c, server, QUALITY_ROLLUP).await;
+    assert!(raw.len() > 20, "{what}: {} joined groups", raw.len());
+    assert_eq!(raw.len(), rolled.len(), "{what}: groups");
+    for (a, b) in raw.iter().zip(&rolled) {
+        assert_eq!(a[..3], b[..3], "{what}");
+        for i in [3, 6] {
+            assert_eq!(num(&a[i]), num(&b[i]), "{what}: {a:?} vs {b:?}");
+        }
+        for i in [4, 5] {
+            assert!(
+                (num(&a[i]) - num(&b[i])).abs() < 1e-9,
+                "{what}: {a:?} vs {b:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn quality_rollup_equals_the_join_with_feedback_early_late_and_unflushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = generated(dir.path(), "11");
+    let (requests, feedback): (Vec<&str>, Vec<&str>) =
+        body.lines().partition(|l| l.contains("\"model\""));
+    assert!(feedback.len() > 1000);
+    let data = dir.path().join("data");
+    let (r1, r2) = requests.split_at(requests.len() / 2);
+    let first_ids: std::collections::HashSet<String> = r1
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string())
+        .collect();
+    let of_first = |l: &&&str| {
+        first_ids.contains(
+            &serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string(),
+        )
+    };
+    let (late, early): (Vec<&str>, Vec<&str>) = feedback.iter().partition(of_first);
+    let (early_a, early_b) = early.split_at(early.len() / 2);
+    let post = |server: &Server, lines: &[&str]| {
+        let url = server.url("/v1/logs");
+        let body = lines.join("\n");
+        async move {
+            let r = client().post(url).body(body).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = client();
+        // 1. The first half of the requests, and feedback for requests not sent yet (early),
+        //    flushed in several small flushes, then feedback for some of the stored ones.
+        let third = late.len() / 3;
+        let mut s = Server::start(&data, &["--max-buffer-rows", "700"], &[]);
+        post(&s, r1).await;
+        post(&s, early_a).await;
+        post(&s, &late[..third]).await;
+        assert_quality_rollup_equals_join(&c, &s, "first half").await;
+        s.terminate();
+        // 2. A new process (nothing in its memory): late feedback for the stored requests and
+        //    the second half of the requests, which the early feedback waited for; a crash
+        //    loses nothing, and the rest stays unflushed.
+        let mut s = Server::start(
+            &data,
+            &[
+                "--max-buffer-rows",
+                "1000000",
+                "--flush-interval-ms",
+                "600000",
+            ],
+            &[],
+        );
+        post(&s, &late[third..2 * third]).await;
+        post(&s, r2).await;
+        assert_quality_rollup_equals_join(&c, &s, "unflushed").await;
+        s.kill9();
+        let mut s = Server::start(&data, &["--max-buffer-rows", "900"], &[]);
+        assert_quality_rollup_equals_join(&c, &s, "after a crash").await;
+        post(&s, &late[2 * third..]).await;
+        post(&s, early_b).await;
+        assert_quality_rollup_equals_join(&c, &s, "all sent").await;
+        s.terminate();
+        let s = Server::start(&data, &[], &[]);
+        assert_quality_rollup_equals_join(&c, &s, "all flushed").await;
+        let stored = api_query(&c, &s, "SELECT count(*) FROM requests_stored").await;
+        assert_eq!(num(&stored[0][0]) as usize, requests.len());
     });
 }
 

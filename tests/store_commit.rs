@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::common::{Server, api_query, bin, client, num, query_csv};
 
-/// One SQL row of totals that must agree: rows, distinct ids, feedback, both rollups.
+/// One SQL row of totals that must agree: rows, distinct ids, feedback, the rollups.
 const TOTALS: &str = "SELECT \
     (SELECT count(*) FROM requests) AS n, \
     (SELECT count(DISTINCT request_id) FROM requests) AS ids, \
@@ -20,29 +20,39 @@ const TOTALS: &str = "SELECT \
     (SELECT coalesce(sum(prompt_tokens), 0) FROM requests) AS tokens, \
     (SELECT coalesce(sum(prompt_tokens), 0) FROM requests_hourly) AS hourly_tokens, \
     (SELECT count(latency_ms) FROM requests) AS latencies, \
-    (SELECT coalesce(sum(count), 0) FROM latency_hourly WHERE metric = 'latency_ms') AS hist";
+    (SELECT coalesce(sum(count), 0) FROM latency_hourly WHERE metric = 'latency_ms') AS hist, \
+    (SELECT count(*) FROM feedback f JOIN requests r ON f.request_id = r.request_id) AS joined, \
+    (SELECT coalesce(sum(samples), 0) FROM quality_hourly) AS quality_n, \
+    (SELECT coalesce(CAST(sum(value_sum) AS DOUBLE), 0) FROM quality_hourly) AS quality_sum";
 
 /// Totals as numbers, in `TOTALS` order.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Totals([f64; 8]);
+struct Totals([f64; 11]);
 
 impl Totals {
     /// What `n` distinct requests (prompt tokens 100 + i) and `fb` feedback rows add up to.
     fn expected(ids: &[usize], fb: usize) -> Totals {
         let n = ids.len() as f64;
         let tokens: f64 = ids.iter().map(|i| (100 + i % 50) as f64).sum();
-        Totals([n, n, fb as f64, n, tokens, tokens, n, n])
+        let fb = fb as f64;
+        // Every feedback row (value 0.5) refers to an acknowledged request.
+        Totals([n, n, fb, n, tokens, tokens, n, n, fb, fb, fb * 0.5])
     }
 
     /// Requests, feedback and both rollups agree with each other (whatever was stored).
     fn consistent(&self) -> bool {
         let t = self.0;
-        t[0] == t[1] && t[0] == t[3] && t[4] == t[5] && t[6] == t[7]
+        t[0] == t[1]
+            && t[0] == t[3]
+            && t[4] == t[5]
+            && t[6] == t[7]
+            && t[8] == t[9]
+            && t[9] * 0.5 == t[10]
     }
 }
 
 fn totals_of(cells: &[String]) -> Totals {
-    let mut t = [0.0; 8];
+    let mut t = [0.0; 11];
     for (slot, c) in t.iter_mut().zip(cells) {
         *slot = c.parse().unwrap_or(0.0);
     }
@@ -56,7 +66,7 @@ fn cli_totals(data: &Path) -> Totals {
 
 async fn api_totals(c: &reqwest::Client, s: &Server) -> Totals {
     let row = &api_query(c, s, TOTALS).await[0];
-    let mut t = [0.0; 8];
+    let mut t = [0.0; 11];
     for (slot, v) in t.iter_mut().zip(row) {
         *slot = if v.is_null() { 0.0 } else { num(v) };
     }
@@ -384,7 +394,7 @@ async fn a_second_writer_is_refused_with_the_holder_named_and_nothing_lost() {
     assert!(t.consistent(), "{t:?}");
     assert_eq!(
         Totals([
-            t.0[0], t.0[1], 300.0, t.0[3], t.0[4], t.0[5], t.0[6], t.0[7]
+            t.0[0], t.0[1], 300.0, t.0[3], t.0[4], t.0[5], t.0[6], t.0[7], t.0[8], t.0[9], t.0[10]
         ]),
         Totals::expected(&all, 300)
     );

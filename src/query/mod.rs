@@ -10,6 +10,7 @@ pub mod output;
 pub mod reports;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::prices::PriceCatalog;
 use crate::schema::Table;
 use crate::store::Store;
+use crate::store::buffer::ReadView;
 
 /// Bounds on each query.
 #[derive(Debug, Clone)]
@@ -59,7 +61,14 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     cfg: QueryConfig,
     metrics: Arc<QueryMetrics>,
+    /// The store generation the cached listings were taken at.
+    listed_at: Arc<AtomicU64>,
 }
+
+/// Bytes of file listings kept between queries (about 200 bytes a file).
+const LIST_CACHE_BYTES: usize = 32 << 20;
+/// Bytes of Parquet footers and page indexes kept between queries.
+const METADATA_CACHE_BYTES: usize = 512 << 20;
 
 /// Counters of the queries an engine ran.
 #[derive(Debug, Default)]
@@ -73,8 +82,18 @@ pub struct QueryMetrics {
 
 impl QueryEngine {
     pub fn new(store: Store, cfg: QueryConfig) -> Result<Self> {
-        // File listings are never cached: new Parquet files must show up in the next query.
-        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        // Listings are cached only where every commit is seen (`Store::generation`): the
+        // cache is dropped whenever one happened, so new files show up in the next query.
+        // Footers and file statistics are cached by path, size and time: files never change
+        // in place (a new file gets a new name).
+        let list_limit = if store.generation().is_some() {
+            LIST_CACHE_BYTES
+        } else {
+            0
+        };
+        let cache = CacheManagerConfig::default()
+            .with_list_files_cache_limit(list_limit)
+            .with_metadata_cache_limit(METADATA_CACHE_BYTES);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(cfg.memory_limit_bytes)))
             .with_cache_manager(cache)
@@ -87,6 +106,7 @@ impl QueryEngine {
             runtime,
             cfg,
             metrics: Arc::default(),
+            listed_at: Arc::new(AtomicU64::new(u64::MAX)),
         })
     }
 
@@ -96,6 +116,21 @@ impl QueryEngine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Drops cached listings when a commit happened since they were taken. Called with the
+    /// commit lock held for reading, so no flush commits between this and the planning.
+    fn refresh_listings(&self) {
+        let Some(cache) = self.runtime.cache_manager.get_list_files_cache() else {
+            return;
+        };
+        let Some(now) = self.store.generation() else {
+            cache.clear();
+            return;
+        };
+        if self.listed_at.swap(now, Ordering::AcqRel) != now {
+            cache.clear();
+        }
     }
 
     fn context(&self) -> SessionContext {
@@ -117,7 +152,65 @@ impl QueryEngine {
     }
 
     fn listing_table(&self, table: Table) -> Result<ListingTable> {
-        listing_table(self.store.location(), table)
+        Ok(listing_table(self.store.location(), table)?
+            .with_cache(self.runtime.cache_manager.get_file_statistic_cache()))
+    }
+
+    /// Registers `table` as its files, plus the buffered rows when there are any.
+    fn register(&self, ctx: &SessionContext, table: Table, buffer: &ReadView<'_>) -> Result<()> {
+        use datafusion::catalog::TableProvider;
+        use datafusion::datasource::{ViewTable, provider_as_source};
+        use datafusion::logical_expr::LogicalPlanBuilder;
+        let name = table.name();
+        let stored: Arc<dyn TableProvider> = Arc::new(self.listing_table(table)?);
+        let requests = buffer.batches(Table::Requests);
+        let feedback = buffer.batches(Table::Feedback);
+        let rollup = |table| -> Arc<dyn TableProvider> {
+            Arc::new(BufferedRollup {
+                table,
+                store: self.store.clone(),
+                requests: requests.to_vec(),
+                feedback: feedback.to_vec(),
+            })
+        };
+        let buffered: Option<Arc<dyn TableProvider>> = match table {
+            Table::RequestsHourly | Table::LatencyHourly => {
+                (!requests.is_empty()).then(|| rollup(table))
+            }
+            Table::QualityHourly => {
+                (!requests.is_empty() || !feedback.is_empty()).then(|| rollup(table))
+            }
+            _ if buffer.batches(table).is_empty() => None,
+            _ => Some(Arc::new(MemTable::try_new(
+                table.table_schema(),
+                vec![buffer.batches(table).to_vec()],
+            )?)),
+        };
+        // `NAME_stored` and `NAME_buffered` name the two parts on their own.
+        ctx.register_table(format!("{name}_stored"), stored.clone())?;
+        let Some(buffered) = buffered else {
+            ctx.register_table(
+                format!("{name}_buffered"),
+                Arc::new(MemTable::try_new(table.table_schema(), vec![vec![]])?),
+            )?;
+            // Nothing unflushed: the files alone, with their statistics and ordering intact.
+            ctx.register_table(name, stored)?;
+            return Ok(());
+        };
+        ctx.register_table(format!("{name}_buffered"), buffered.clone())?;
+        let plan =
+            LogicalPlanBuilder::scan(format!("{name}_stored"), provider_as_source(stored), None)?
+                .union(
+                    LogicalPlanBuilder::scan(
+                        format!("{name}_buffered"),
+                        provider_as_source(buffered),
+                        None,
+                    )?
+                    .build()?,
+                )?
+                .build()?;
+        ctx.register_table(name, Arc::new(ViewTable::new(plan, None)))?;
+        Ok(())
     }
 
     /// Runs one read-only statement. DDL, DML, `COPY` and `SET` are rejected.
@@ -148,28 +241,12 @@ impl QueryEngine {
         let ctx = self.context();
         let plan = {
             let buffer = self.store.read_buffer().await;
+            self.refresh_listings();
             for table in Table::STORED {
-                let name = table.name();
-                ctx.register_table(
-                    format!("{name}_stored"),
-                    Arc::new(self.listing_table(table)?),
-                )?;
-                let buffered: Arc<dyn datafusion::catalog::TableProvider> = match table {
-                    // Rolled up only if a query reads them, from the rows fixed here.
-                    Table::RequestsHourly | Table::LatencyHourly => Arc::new(BufferedRollup {
-                        table,
-                        requests: buffer.batches(Table::Requests).to_vec(),
-                    }),
-                    _ => Arc::new(MemTable::try_new(
-                        table.table_schema(),
-                        vec![buffer.batches(table).to_vec()],
-                    )?),
-                };
-                ctx.register_table(format!("{name}_buffered"), buffered)?;
-                ctx.sql(&format!(
-                    "CREATE VIEW {name} AS SELECT * FROM {name}_stored UNION ALL SELECT * FROM {name}_buffered"
-                ))
-                .await?;
+                // Internal: the rollup's bookkeeping, not a table of its own.
+                if table != Table::FeedbackUnmatched {
+                    self.register(&ctx, table, &buffer)?;
+                }
             }
             ctx.register_batch("prices", prices_batch(&self.store.prices())?)?;
             let opts = SQLOptions::new()
@@ -199,12 +276,23 @@ impl QueryEngine {
     }
 }
 
-/// The unflushed part of a rollup table: the buffered requests, rolled up when a query scans
-/// it (most queries never read the rollups, so they pay nothing for them).
-#[derive(Debug)]
+/// The unflushed part of a rollup table, computed from the buffered rows fixed at planning
+/// when a query scans it (most queries never read the rollups, so they pay nothing for them):
+/// `requests_hourly` and `latency_hourly` roll up the buffered requests, `quality_hourly`
+/// pairs buffered feedback and requests with each other and with stored rows.
 struct BufferedRollup {
     table: Table,
+    store: Store,
     requests: Vec<RecordBatch>,
+    feedback: Vec<RecordBatch>,
+}
+
+impl std::fmt::Debug for BufferedRollup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedRollup")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait::async_trait]
@@ -224,12 +312,22 @@ impl datafusion::catalog::TableProvider for BufferedRollup {
         filters: &[datafusion::prelude::Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let (hourly, latency) = crate::store::rollup::compute(&self.requests)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let batch = if self.table == Table::LatencyHourly {
-            latency
-        } else {
-            hourly
+        let ext = |e: Error| datafusion::error::DataFusionError::External(Box::new(e));
+        let batch = match self.table {
+            Table::QualityHourly => {
+                crate::store::quality::buffered(&self.store, &self.requests, &self.feedback)
+                    .await
+                    .map_err(ext)?
+            }
+            _ => {
+                let (hourly, latency) =
+                    crate::store::rollup::compute(&self.requests).map_err(ext)?;
+                if self.table == Table::LatencyHourly {
+                    latency
+                } else {
+                    hourly
+                }
+            }
         };
         MemTable::try_new(self.schema(), vec![vec![batch]])?
             .scan(state, projection, filters, limit)

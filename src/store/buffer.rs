@@ -37,8 +37,8 @@ impl Buffer {
             .flat_map(|g| match table {
                 Table::Requests => g.requests.iter(),
                 Table::Feedback => g.feedback.iter(),
-                // Rollups are derived from flushed requests, never buffered.
-                Table::RequestsHourly | Table::LatencyHourly => g.requests[..0].iter(),
+                // Rollups are derived from flushed rows, never buffered.
+                _ => g.requests[..0].iter(),
             })
             .cloned()
             .collect()
@@ -74,7 +74,7 @@ impl Published {
             match t {
                 Table::Requests => g.requests.push(b),
                 Table::Feedback => g.feedback.push(b),
-                Table::RequestsHourly | Table::LatencyHourly => rows -= b.num_rows(),
+                _ => rows -= b.num_rows(),
             }
         }
         if rows == 0 {
@@ -146,7 +146,7 @@ impl<'a> ReadView<'a> {
         match table {
             Table::Requests => &self.requests,
             Table::Feedback => &self.feedback,
-            Table::RequestsHourly | Table::LatencyHourly => &[],
+            _ => &[],
         }
     }
 }

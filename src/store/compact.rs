@@ -147,6 +147,7 @@ async fn merge(
         wal_upto: None,
     };
     let at = commit::commit(loc, &record).await?;
+    store.bump_generation();
     commit::apply(loc, &at, &record, None, commit::Step::Compaction).await
 }
 
@@ -175,6 +176,7 @@ pub async fn apply_retention(store: &Store, days: u32) -> Result<()> {
                     ..Default::default()
                 };
                 let at = commit::commit(loc, &record).await?;
+                store.bump_generation();
                 commit::apply(loc, &at, &record, None, commit::Step::Compaction).await?;
                 tracing::info!(table = table.name(), %date, "retention: dropped partition");
             }

@@ -37,7 +37,23 @@ impl Store {
         commit::finish(loc, wal_dir).await?;
         let started = Instant::now();
         let snap = self.take_snapshot().await?;
-        let written = self.write_pending(&snap).await?;
+        let mut written = self.write_pending(&snap).await?;
+        // The feedback pairs this flush completes, in the same commit (see `store::quality`).
+        let quality = match self.write_quality(&snap, &written).await {
+            Ok(q) => q,
+            Err(e) => {
+                let tmps: Vec<Path> = written.iter().map(|w| w.tmp.clone()).collect();
+                commit::discard(loc, &tmps).await;
+                return Err(e);
+            }
+        };
+        written.extend(quality.files.iter().map(|(tmp, path, dir, rows)| Written {
+            bucket: None,
+            rows: *rows,
+            dir: dir.clone(),
+            tmp: tmp.clone(),
+            path: path.clone(),
+        }));
         let mut stats = FlushStats::default();
         let mut touched: std::collections::BTreeSet<Path> = Default::default();
         for w in &written {
@@ -57,7 +73,7 @@ impl Store {
                     path: w.path.to_string(),
                 })
                 .collect(),
-            supersede: Vec::new(),
+            supersede: quality.supersede.iter().map(|p| p.to_string()).collect(),
             wal_upto: snap.wal_seq,
         };
         let committed = if record.publish.is_empty() {
@@ -76,6 +92,7 @@ impl Store {
             buffer::pause("store::flush_commit").await;
             let at = commit::commit(loc, &record).await?;
             self.committed(&snap);
+            quality.install(&mut self.quality_state());
             Some(at)
         };
         match &committed {
@@ -153,6 +170,29 @@ impl Store {
             return Err(e);
         }
         Ok(written)
+    }
+
+    /// The quality rollup's files for a snapshot, synced (`write_pending`'s files are).
+    async fn write_quality(
+        &self,
+        snap: &Snapshot,
+        written: &[Written],
+    ) -> Result<quality::FlushPart> {
+        if written.is_empty() {
+            return Ok(quality::FlushPart::default());
+        }
+        let part = quality::flush_part(self, &snap.requests, &snap.feedback).await;
+        let part = match part {
+            Ok(p) => p,
+            Err(e) => return Err(e),
+        };
+        let files: Vec<Path> = part.files.iter().map(|f| f.0.clone()).collect();
+        let dirs: Vec<Path> = part.files.iter().map(|f| f.2.clone()).collect();
+        if let Err(e) = commit::sync(&self.inner.loc, &files, &dirs).await {
+            commit::discard(&self.inner.loc, &files).await;
+            return Err(e);
+        }
+        Ok(part)
     }
 
     /// One table's partition files (and, for requests, the rollups): the files written, and

@@ -29,6 +29,7 @@ pub mod lease;
 pub mod location;
 pub mod lock;
 pub mod parquet;
+pub mod quality;
 pub mod rollup;
 pub mod view;
 pub mod wal;
@@ -225,6 +226,10 @@ struct Inner {
     closed: AtomicBool,
     /// The data dir's writer lock (`None` when read-only).
     lock: Option<lock::WriterLock>,
+    /// Bumped by every commit of this process (flush, compaction, retention): readers that
+    /// cache file listings drop them when it moves.
+    generation: AtomicU64,
+    quality: std::sync::Mutex<quality::QualityState>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -302,6 +307,8 @@ impl Store {
                 metrics: Metrics::default(),
                 closed: AtomicBool::new(false),
                 lock,
+                generation: AtomicU64::new(0),
+                quality: Default::default(),
             }),
         };
         store
@@ -367,6 +374,24 @@ impl Store {
         let commit = self.inner.commit.read().await;
         buffer::pause("store::query_plan").await;
         ReadView::new(commit, &self.inner.buffer.load())
+    }
+
+    /// Moves with every commit this process makes; `None` when the store is read-only, since
+    /// another process may then be committing unseen.
+    pub fn generation(&self) -> Option<u64> {
+        (!self.inner.cfg.read_only).then(|| self.inner.generation.load(Ordering::Acquire))
+    }
+
+    /// The quality rollup's state (see `quality`); never held across an await.
+    pub(crate) fn quality_state(&self) -> std::sync::MutexGuard<'_, quality::QualityState> {
+        match self.inner.quality.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub(crate) fn bump_generation(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Rows acknowledged but not yet in Parquet.
@@ -568,6 +593,7 @@ impl Store {
     /// A flush's commit point, for readers: its files are visible (the caller made them so
     /// under `commit_lock`) and the buffer no longer holds their rows.
     fn committed(&self, snap: &Snapshot) {
+        self.bump_generation();
         self.inner.buffer.drop_front(snap.groups);
         self.mark_flushed(&snap.requests, &snap.feedback);
     }

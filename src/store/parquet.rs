@@ -31,7 +31,10 @@ pub fn writer_properties(table: Table, sorted: bool, rows: Option<usize>) -> Wri
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page);
-    if matches!(table, Table::RequestsHourly | Table::LatencyHourly) {
+    if matches!(
+        table,
+        Table::RequestsHourly | Table::LatencyHourly | Table::QualityHourly
+    ) {
         // Rollups: small files, sorted by hour then group key as written.
         return b
             .set_column_encoding(ColumnPath::from("ts_hour"), Encoding::DELTA_BINARY_PACKED)

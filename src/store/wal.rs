@@ -99,6 +99,8 @@ fn kind_of(table: Table) -> u8 {
         // Rollups are never logged; these kinds are refused on replay.
         Table::RequestsHourly => 3,
         Table::LatencyHourly => 4,
+        Table::QualityHourly => 5,
+        Table::FeedbackUnmatched => 6,
     }
 }
 

@@ -1,0 +1,541 @@
+//! The quality rollup, `quality_hourly`: per request hour × task × model × metric × feedback
+//! date, the feedback rows joined to their request (`samples`), the sum and the sum of squares
+//! of their values, how many were exactly 1 (`successes`) and how many were neither 0 nor 1
+//! (`non_binary`). Quality reports read it instead of joining every request with every
+//! feedback row.
+//!
+//! A feedback row learns its request's hour, task and model by `request_id`, whichever
+//! arrives first. Each (request, feedback) pair is rolled up exactly once, by the flush that
+//! stores the later of the two:
+//!
+//! - feedback flushed with or after its request: found among the flushed requests, in an index
+//!   of the requests this process flushed recently, or else in the stored request files
+//!   (a lookup pruned by their `request_id` bloom filters);
+//! - feedback whose request is not stored yet is kept in `feedback_unmatched` (one small file,
+//!   rewritten when it changes) and rolled up by the flush that stores its request.
+//!
+//! The rollup files, the new unmatched file and the superseded one are all part of the flush's
+//! commit record, and the in-memory state (index, unmatched rows) changes at the commit point
+//! under the commit lock, so a crash or a failed flush leaves rollup and raw rows in agreement.
+//! Queries add the pairs that involve unflushed rows ([`buffered`]), computed the same way from
+//! the buffer they plan against.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, AsArray, Decimal128Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+use object_store::ObjectStoreExt as _;
+use object_store::path::Path;
+
+use super::{Location, Store, parquet, part_paths};
+use crate::error::{Error, Result};
+use crate::schema::{Table, partition_of};
+
+const HOUR_US: i64 = 3_600_000_000;
+/// Requests the index of recently flushed requests keeps (about 40 bytes each); older ones
+/// are found in the stored files.
+pub const INDEX_KEYS: usize = 1 << 20;
+
+/// Column positions of the `requests` and `feedback` batches used here.
+mod col {
+    pub const REQUEST_ID: usize = 0;
+    pub const TS: usize = 1;
+    pub const MODEL: usize = 2;
+    pub const TASK: usize = 4;
+    pub const METRIC: usize = 2;
+    pub const VALUE: usize = 3;
+}
+
+/// Where a request's feedback goes: its hour and its (task, model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    hour: i64,
+    group: u32,
+}
+
+/// Requests this process flushed, newest kept, by a hash of their id.
+#[derive(Default)]
+struct RequestIndex {
+    slots: HashMap<u64, Slot>,
+    by_hour: BTreeMap<i64, Vec<u64>>,
+}
+
+impl RequestIndex {
+    fn insert(&mut self, key: u64, slot: Slot) {
+        if self.slots.insert(key, slot).is_none() {
+            self.by_hour.entry(slot.hour).or_default().push(key);
+        }
+        while self.slots.len() > INDEX_KEYS {
+            let Some((_, keys)) = self.by_hour.pop_first() else {
+                break;
+            };
+            for k in keys {
+                self.slots.remove(&k);
+            }
+        }
+    }
+}
+
+fn key_of(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// The store's quality state: the request index, the (task, model) names and the stored
+/// unmatched feedback.
+#[derive(Default)]
+pub struct QualityState {
+    index: RequestIndex,
+    groups: Vec<(String, String)>,
+    group_ids: HashMap<String, HashMap<String, u32>>,
+    /// `None` until read from the store.
+    unmatched: Option<Unmatched>,
+}
+
+#[derive(Clone, Default)]
+struct Unmatched {
+    /// Feedback rows (file schema) whose request was not stored when they were.
+    rows: Vec<RecordBatch>,
+    /// The committed files holding them.
+    files: Vec<Path>,
+}
+
+impl Unmatched {
+    fn rows_len(&self) -> usize {
+        self.rows.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+impl QualityState {
+    /// The id of a (task, model) pair; allocates only for a pair never seen.
+    fn group(&mut self, task: &str, model: &str) -> u32 {
+        if let Some(g) = self.group_ids.get(task).and_then(|m| m.get(model)) {
+            return *g;
+        }
+        let g = self.groups.len() as u32;
+        self.groups.push((task.to_string(), model.to_string()));
+        self.group_ids
+            .entry(task.to_string())
+            .or_default()
+            .insert(model.to_string(), g);
+        g
+    }
+}
+
+/// One rolled-up cell.
+#[derive(Default, Clone, Copy)]
+struct Acc {
+    samples: i64,
+    sum: i128,
+    sum_sq: i128,
+    successes: i64,
+    non_binary: i64,
+}
+
+impl Acc {
+    fn add(&mut self, v: f64) {
+        self.samples += 1;
+        self.sum += fixed(v);
+        self.sum_sq += fixed(v * v);
+        self.successes += i64::from(v == 1.0);
+        self.non_binary += i64::from(v != 0.0 && v != 1.0);
+    }
+}
+
+/// Digits after the point of the value sums: decimal sums add up the same in any order, so a
+/// mean on a rounding boundary rounds the same way however the rows were flushed.
+pub const SUM_SCALE: i8 = 12;
+
+fn fixed(v: f64) -> i128 {
+    (v * 10f64.powi(i32::from(SUM_SCALE))).round() as i128
+}
+
+const DAY_US: i64 = 24 * HOUR_US;
+
+/// (request hour, group, metric, feedback day number) → cell.
+type Cells<'a> = HashMap<(i64, u32, &'a str, i64), Acc>;
+
+/// A feedback row: (request_id, metric, value, feedback day number, batch, row).
+type FeedbackRow<'a> = (&'a str, &'a str, f64, i64, usize, usize);
+
+fn feedback_rows(batches: &[RecordBatch]) -> Vec<FeedbackRow<'_>> {
+    let mut out = Vec::new();
+    for (bi, b) in batches.iter().enumerate() {
+        let ids = b.column(col::REQUEST_ID).as_string::<i32>();
+        let ts = b.column(col::TS).as_primitive::<TimestampMicrosecondType>();
+        let metric = b.column(col::METRIC).as_string::<i32>();
+        let value = b.column(col::VALUE).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            out.push((
+                ids.value(i),
+                metric.value(i),
+                value.value(i),
+                ts.value(i).div_euclid(DAY_US),
+                bi,
+                i,
+            ));
+        }
+    }
+    out
+}
+
+/// Feedback batches in the file schema (buffered batches carry the `date` column too).
+fn file_batches(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| parquet::to_file_batch(Table::FeedbackUnmatched, b))
+        .collect()
+}
+
+/// The outcome of matching some feedback: the rollup rows, the rows left unmatched and the
+/// index entries of the requests matched against.
+struct Matched {
+    rollup: Option<RecordBatch>,
+    unmatched: Vec<RecordBatch>,
+    /// Whether any stored unmatched row found its request.
+    resolved_stored: bool,
+    requests: Vec<(u64, Slot)>,
+}
+
+/// Pairs `feedback` (new rows) and the stored unmatched rows with `requests` (new rows), the
+/// index and the stored request files.
+async fn match_rows(
+    store: &Store,
+    requests: &[RecordBatch],
+    feedback: &[RecordBatch],
+) -> Result<Matched> {
+    let stored_unmatched = unmatched(store).await?;
+    let new_rows = file_batches(feedback)?;
+    let fb = feedback_rows(&new_rows);
+    let old = feedback_rows(&stored_unmatched.rows);
+    let mut cells: Cells = HashMap::new();
+    let mut by_id: HashMap<&str, Slot> = HashMap::new();
+    let mut index_rows: Vec<(u64, Slot)> = Vec::new();
+    let mut misses: Vec<usize> = Vec::new();
+    let mut keep_old: Vec<Vec<bool>> = stored_unmatched
+        .rows
+        .iter()
+        .map(|b| vec![true; b.num_rows()])
+        .collect();
+    let mut resolved_stored = false;
+    {
+        let mut state = store.quality_state();
+        for b in requests {
+            let ids = b.column(col::REQUEST_ID).as_string::<i32>();
+            let ts = b.column(col::TS).as_primitive::<TimestampMicrosecondType>();
+            let task = b.column(col::TASK).as_string::<i32>();
+            let model = b.column(col::MODEL).as_string::<i32>();
+            for i in 0..b.num_rows() {
+                let slot = Slot {
+                    hour: ts.value(i).div_euclid(HOUR_US) * HOUR_US,
+                    group: state.group(task.value(i), model.value(i)),
+                };
+                by_id.insert(ids.value(i), slot);
+                index_rows.push((key_of(ids.value(i)), slot));
+            }
+        }
+        // Stored unmatched rows: only the new requests can be theirs.
+        for (id, metric, v, day, bi, i) in &old {
+            if let Some(slot) = by_id.get(id) {
+                cells
+                    .entry((slot.hour, slot.group, metric, *day))
+                    .or_default()
+                    .add(*v);
+                keep_old[*bi][*i] = false;
+                resolved_stored = true;
+            }
+        }
+        // New rows: the new requests, then the index, then (below) the stored files.
+        for (n, (id, metric, v, day, _, _)) in fb.iter().enumerate() {
+            let slot = by_id.get(id).or_else(|| state.index.slots.get(&key_of(id)));
+            match slot {
+                Some(slot) => cells
+                    .entry((slot.hour, slot.group, metric, *day))
+                    .or_default()
+                    .add(*v),
+                None => misses.push(n),
+            }
+        }
+    }
+    let ids: Vec<String> = misses.iter().map(|n| fb[*n].0.to_string()).collect();
+    let looked_up = lookup(store.location(), ids).await?;
+    let mut keep_new: Vec<Vec<bool>> = new_rows.iter().map(|b| vec![false; b.num_rows()]).collect();
+    let groups = {
+        let mut state = store.quality_state();
+        for n in misses {
+            let (id, metric, v, day, bi, i) = &fb[n];
+            match looked_up.get(*id) {
+                Some((hour, task, model)) => {
+                    let group = state.group(task, model);
+                    cells
+                        .entry((*hour, group, metric, *day))
+                        .or_default()
+                        .add(*v);
+                }
+                None => keep_new[*bi][*i] = true,
+            }
+        }
+        state.groups.clone()
+    };
+    let mut left = Vec::new();
+    for (b, keep) in stored_unmatched
+        .rows
+        .iter()
+        .zip(keep_old)
+        .chain(new_rows.iter().zip(keep_new))
+    {
+        let kept = super::keep_rows(b.clone(), keep)?;
+        if kept.num_rows() > 0 {
+            left.push(kept);
+        }
+    }
+    let rollup = (!cells.is_empty())
+        .then(|| cells_batch(cells, &groups))
+        .transpose()?;
+    Ok(Matched {
+        rollup,
+        unmatched: left,
+        resolved_stored,
+        requests: index_rows,
+    })
+}
+
+/// Finds stored requests by id (bloom filters on `request_id` prune the files).
+async fn lookup(
+    loc: &Location,
+    ids: Vec<String>,
+) -> Result<HashMap<String, (i64, String, String)>> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    use datafusion::prelude::{SessionContext, col, lit};
+    let mut out = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let ctx = SessionContext::new();
+    ctx.register_object_store(
+        &url::Url::parse(loc.store_url.as_str()).map_err(|e| Error::Internal(e.to_string()))?,
+        loc.committed(),
+    );
+    let url = ListingTableUrl::parse(loc.table_url(Table::Requests.name()))?;
+    let opts =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let cfg = ListingTableConfig::new(url)
+        .with_listing_options(opts)
+        .with_schema(Table::Requests.file_schema());
+    let table = ListingTable::try_new(cfg)?;
+    let wanted = ids.into_iter().map(lit).collect();
+    let batches = ctx
+        .read_table(Arc::new(table))?
+        .filter(col("request_id").in_list(wanted, false))?
+        .select_columns(&["request_id", "ts", "model", "task"])?
+        .collect()
+        .await?;
+    for b in &batches {
+        let ids = b.column(0).as_string::<i32>();
+        let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
+        let model = b.column(2).as_string::<i32>();
+        let task = b.column(3).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.insert(
+                ids.value(i).to_string(),
+                (
+                    ts.value(i).div_euclid(HOUR_US) * HOUR_US,
+                    task.value(i).to_string(),
+                    model.value(i).to_string(),
+                ),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The stored unmatched feedback, read from the store the first time.
+async fn unmatched(store: &Store) -> Result<Unmatched> {
+    if let Some(u) = &store.quality_state().unmatched {
+        return Ok(u.clone());
+    }
+    let loc = store.location();
+    let view = loc.committed();
+    let dir = loc.path(&[Table::FeedbackUnmatched.name()]);
+    let files = parquet::list_files(&view, &dir).await?;
+    let mut rows = Vec::new();
+    for f in &files {
+        rows.extend(parquet::read_key_columns(&view, f, &[0, 1, 2, 3, 4]).await?);
+    }
+    let u = Unmatched { rows, files };
+    let mut state = store.quality_state();
+    // A flush may have installed a newer state meanwhile; it wins.
+    Ok(state.unmatched.get_or_insert(u).clone())
+}
+
+fn cells_batch(cells: Cells, groups: &[(String, String)]) -> Result<RecordBatch> {
+    let mut rows: Vec<_> = cells.into_iter().collect();
+    rows.sort_unstable_by(|a, b| {
+        let (ka, kb) = (&a.0, &b.0);
+        (ka.0, &groups[ka.1 as usize], ka.2, ka.3).cmp(&(kb.0, &groups[kb.1 as usize], kb.2, kb.3))
+    });
+    let n = rows.len();
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut strs: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+    let mut samples = Int64Builder::with_capacity(n);
+    let decimal = || Decimal128Builder::with_capacity(n).with_precision_and_scale(38, SUM_SCALE);
+    let mut sum = decimal()?;
+    let mut sum_sq = decimal()?;
+    let mut successes = Int64Builder::with_capacity(n);
+    let mut non_binary = Int64Builder::with_capacity(n);
+    let mut hour = StringBuilder::new();
+    let mut date = StringBuilder::new();
+    for ((h, group, metric, day), a) in &rows {
+        let (task, model) = &groups[*group as usize];
+        ts.append_value(*h);
+        let feedback_date = partition_of(day * DAY_US).0;
+        for (b, v) in strs.iter_mut().zip([
+            task.as_str(),
+            model.as_str(),
+            metric,
+            feedback_date.as_str(),
+        ]) {
+            b.append_value(v);
+        }
+        samples.append_value(a.samples);
+        sum.append_value(a.sum);
+        sum_sq.append_value(a.sum_sq);
+        successes.append_value(a.successes);
+        non_binary.append_value(a.non_binary);
+        let (d, hh) = partition_of(*h);
+        hour.append_value(hh);
+        date.append_value(d);
+    }
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(ts.finish())];
+    cols.extend(strs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    cols.push(Arc::new(samples.finish()));
+    cols.push(Arc::new(sum.finish()));
+    cols.push(Arc::new(sum_sq.finish()));
+    cols.push(Arc::new(successes.finish()));
+    cols.push(Arc::new(non_binary.finish()));
+    cols.push(Arc::new(hour.finish()));
+    cols.push(Arc::new(date.finish()));
+    Ok(RecordBatch::try_new(
+        Table::QualityHourly.table_schema(),
+        cols,
+    )?)
+}
+
+/// The quality rollup (table schema) of the pairs that involve unflushed rows: buffered
+/// feedback with any request, stored unmatched feedback with buffered requests. Called while
+/// the query holds the commit lock, so the state matches the files it lists.
+pub async fn buffered(
+    store: &Store,
+    requests: &[RecordBatch],
+    feedback: &[RecordBatch],
+) -> Result<RecordBatch> {
+    match match_rows(store, requests, feedback).await?.rollup {
+        Some(b) => Ok(b),
+        None => Ok(RecordBatch::new_empty(Table::QualityHourly.table_schema())),
+    }
+}
+
+/// A flush's part of the rollup: files written (pending), files superseded, and the state
+/// to install at its commit point.
+#[derive(Default)]
+pub struct FlushPart {
+    /// (pending path, final path, directory, rows) of each file written.
+    pub files: Vec<(Path, Path, Path, usize)>,
+    pub supersede: Vec<Path>,
+    install: Install,
+}
+
+#[derive(Default)]
+struct Install {
+    requests: Vec<(u64, Slot)>,
+    unmatched: Option<Unmatched>,
+}
+
+/// Rolls up the pairs a flush of `requests` and `feedback` completes, and writes them (and
+/// the unmatched rows, when they changed) as pending files.
+pub async fn flush_part(
+    store: &Store,
+    requests: &[RecordBatch],
+    feedback: &[RecordBatch],
+) -> Result<FlushPart> {
+    let m = match_rows(store, requests, feedback).await?;
+    let loc = store.location();
+    let mut files = Vec::new();
+    let mut supersede = Vec::new();
+    let mut put = async |table: Table, dir: Path, batch: RecordBatch| -> Result<()> {
+        let rows = batch.num_rows();
+        let body = tokio::task::spawn_blocking(move || {
+            parquet::encode(table, &[parquet::to_file_batch(table, &batch)?])
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
+        super::faults::hit("store::flush::write").await?;
+        let (path, tmp) = part_paths(&dir, "");
+        loc.store
+            .put(&tmp, object_store::PutPayload::from_bytes(body))
+            .await?;
+        files.push((tmp, path, dir, rows));
+        Ok(())
+    };
+    if let Some(batch) = m.rollup {
+        for (date, day) in super::rollup::split_days(&batch) {
+            let dir = loc.path(&[Table::QualityHourly.name(), &format!("date={date}")]);
+            put(Table::QualityHourly, dir, day).await?;
+        }
+    }
+    let new_unmatched_rows = m.unmatched.iter().map(|b| b.num_rows()).sum::<usize>();
+    let changed = m.resolved_stored || new_unmatched_rows > unmatched(store).await?.rows_len();
+    let mut unmatched_state = None;
+    if changed {
+        let old = unmatched(store).await?;
+        supersede.extend(old.files.iter().cloned());
+        let mut files_now = Vec::new();
+        if new_unmatched_rows > 0 {
+            let all = arrow::compute::concat_batches(
+                &Table::FeedbackUnmatched.file_schema(),
+                &m.unmatched,
+            )?;
+            let sorted = parquet::sort_by_ts(std::slice::from_ref(&all))?;
+            put(
+                Table::FeedbackUnmatched,
+                loc.path(&[Table::FeedbackUnmatched.name()]),
+                sorted,
+            )
+            .await?;
+            if let Some((_, path, _, _)) = files.last() {
+                files_now.push(path.clone());
+            }
+        }
+        unmatched_state = Some(Unmatched {
+            rows: m.unmatched,
+            files: files_now,
+        });
+    }
+    Ok(FlushPart {
+        files,
+        supersede,
+        install: Install {
+            requests: m.requests,
+            unmatched: unmatched_state,
+        },
+    })
+}
+
+impl FlushPart {
+    /// The state after the flush committed: called at its commit point.
+    pub fn install(self, state: &mut QualityState) {
+        for (key, slot) in self.install.requests {
+            state.index.insert(key, slot);
+        }
+        if let Some(u) = self.install.unmatched {
+            state.unmatched = Some(u);
+        }
+    }
+}
