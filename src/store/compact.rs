@@ -146,9 +146,17 @@ async fn merge(
         supersede: paths.iter().map(|p| p.to_string()).collect(),
         wal_upto: None,
     };
-    let at = commit::commit(loc, &record).await?;
-    store.bump_generation();
+    let at = commit_seen(store, &record).await?;
     commit::apply(loc, &at, &record, None, commit::Step::Compaction).await
+}
+
+/// Passes a commit point with readers' planning held off (as a flush does), so no query lists
+/// files across it and a listing cached before it is dropped by the generation it moves.
+async fn commit_seen(store: &Store, record: &commit::Record) -> Result<Path> {
+    let _readers_wait = store.commit_lock().await;
+    let at = commit::commit(store.location(), record).await?;
+    store.bump_generation();
+    Ok(at)
 }
 
 /// Deletes partitions whose date is older than `days` days before today (UTC).
@@ -175,8 +183,7 @@ pub async fn apply_retention(store: &Store, days: u32) -> Result<()> {
                     supersede: files.iter().map(|f| f.location.to_string()).collect(),
                     ..Default::default()
                 };
-                let at = commit::commit(loc, &record).await?;
-                store.bump_generation();
+                let at = commit_seen(store, &record).await?;
                 commit::apply(loc, &at, &record, None, commit::Step::Compaction).await?;
                 tracing::info!(table = table.name(), %date, "retention: dropped partition");
             }
