@@ -376,10 +376,12 @@ impl Store {
         ReadView::new(commit, &self.inner.buffer.load())
     }
 
-    /// Moves with every commit this process makes; `None` when the store is read-only, since
-    /// another process may then be committing unseen.
+    /// Moves with every commit this process makes; `None` when another process may be
+    /// committing unseen (the store is open read-only, or is a bucket with many writers).
     pub fn generation(&self) -> Option<u64> {
-        (!self.inner.cfg.read_only).then(|| self.inner.generation.load(Ordering::Acquire))
+        // A bucket has other writers; a local data dir has this one only (its lock).
+        let sole_writer = !self.inner.cfg.read_only && self.inner.loc.local_dir.is_some();
+        sole_writer.then(|| self.inner.generation.load(Ordering::Acquire))
     }
 
     /// The quality rollup's state (see `quality`); never held across an await.

@@ -31,7 +31,7 @@ use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 
-use super::{Location, Store, parquet, part_paths};
+use super::{Location, Store, parquet};
 use crate::error::{Error, Result};
 use crate::schema::{Table, partition_of};
 
@@ -309,27 +309,14 @@ async fn lookup(
     loc: &Location,
     ids: Vec<String>,
 ) -> Result<HashMap<String, (i64, String, String)>> {
-    use datafusion::datasource::file_format::parquet::ParquetFormat;
-    use datafusion::datasource::listing::{
-        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-    };
     use datafusion::prelude::{SessionContext, col, lit};
     let mut out = HashMap::new();
     if ids.is_empty() {
         return Ok(out);
     }
     let ctx = SessionContext::new();
-    ctx.register_object_store(
-        &url::Url::parse(loc.store_url.as_str()).map_err(|e| Error::Internal(e.to_string()))?,
-        loc.committed(),
-    );
-    let url = ListingTableUrl::parse(loc.table_url(Table::Requests.name()))?;
-    let opts =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let cfg = ListingTableConfig::new(url)
-        .with_listing_options(opts)
-        .with_schema(Table::Requests.file_schema());
-    let table = ListingTable::try_new(cfg)?;
+    ctx.register_object_store(&loc.store_url, loc.committed());
+    let table = crate::query::listing_table(loc, Table::Requests)?;
     let wanted = ids.into_iter().map(lit).collect();
     let batches = ctx
         .read_table(Arc::new(table))?
@@ -477,7 +464,7 @@ pub async fn flush_part(
         .await
         .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
         super::faults::hit("store::flush::write").await?;
-        let (path, tmp) = part_paths(&dir, "");
+        let (path, tmp) = loc.part_paths(&dir, "");
         loc.store
             .put(&tmp, object_store::PutPayload::from_bytes(body))
             .await?;
