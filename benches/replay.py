@@ -2,7 +2,8 @@
 """Out-of-sample replay of switchyard's routing recommendations on real outcomes.
 
     python3 benches/replay.py [--binary PATH] [--splits N] [--data PATH]
-                              [--only routellm|routerarena] [--baseline naive] [--keep DIR]
+                              [--only routellm|routerarena] [--holdout-subjects]
+                              [--baseline naive] [--keep DIR]
 
 Datasets (read-only, default `<repo>/../shared/data`):
 
@@ -22,7 +23,8 @@ odd prompt goes to a seeded side). The FIT half becomes gateway logs: each promp
 the models uniformly at random and yields one canonical request record (ts spread over the 7 days
 before `--end`) and one quality feedback record (that model's outcome). They are ingested into a
 fresh data dir and `switchyard recommend --scope overall|task --quality-target 0.95
---min-samples 30 --format json --out policy.json` is run. The JUDGE half, where every model's
+--format json --out policy.json` is run, every other flag at its default (`--min-samples N` and
+`--recommend-arg` pass overrides). The JUDGE half, where every model's
 outcome is known, judges each policy: per prompt of task t, expected quality = sum_m w(t,m) q(m)
 and expected cost = sum_m w(t,m) c(m), with the route of t or the policy's `default`.
 
@@ -33,6 +35,11 @@ cost / the oracle's cost. Oracles are fitted on the judging half itself: `overal
 per-task fractional mix whose traffic-weighted quality >= 0.95 x always-ref (fractional knapsack
 from each task's best model, moves by cost saved per quality lost); `task` = per task the
 cheapest mix with quality >= 0.95 x that task's best model.
+
+`--holdout-subjects` guards against tuning the method to the data it is reported on: the 19
+MMLU subjects are cut, by a fixed seeded shuffle, into 10 development subjects (the only ones to
+look at while changing the method) and 9 held-out subjects, replayed as two datasets
+(`routellm-mmlu-dev10`, `routellm-mmlu-holdout9`), the held-out one reported beside the other.
 
 `--baseline naive` replaces `recommend` with `naive_policy` (per task the cheapest model whose
 fit-half mean >= 0.95 x the best mean, no sample-size or confidence guard), for binaries without
@@ -61,8 +68,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 QUALITY_TARGET = 0.95
 BOUND = 0.945           # a policy "held" when quality >= BOUND x always-ref on the judging half
-MIN_SAMPLES = 30
-ARGS_MIN_SAMPLES = [MIN_SAMPLES]  # set from --min-samples in main()
+ARGS_MIN_SAMPLES = [None]  # set from --min-samples in main(); None: recommend's default
 EXTRA_ARGS = []  # --recommend-arg values, passed to every `recommend`
 SPLITS_HELD_TARGET = 19  # of 20, scaled to --splits
 ORACLE_RATIO_TARGET = 1.3
@@ -130,6 +136,22 @@ def load_routellm(data):
         tasks[task] = items
     notes = [f"{bad} correctness cells not True/False (read as False)"] if bad else []
     return finish_dataset("routellm-mmlu", tasks, notes)
+
+
+HOLDOUT_SEED = "replay:holdout-subjects"
+DEV_SUBJECTS = 10
+
+
+def holdout_split(ds):
+    """The dataset cut by subject: (10 development subjects, the other held-out ones), by a
+    fixed seeded shuffle of the sorted subject names."""
+    names = sorted(ds["tasks"])
+    random.Random(HOLDOUT_SEED).shuffle(names)
+    dev, held = sorted(names[:DEV_SUBJECTS]), sorted(names[DEV_SUBJECTS:])
+    return [finish_dataset(f"{ds['name']}-dev{len(dev)}", {t: ds["tasks"][t] for t in dev},
+                           ds["notes"] + ["subjects: " + ", ".join(dev)]),
+            finish_dataset(f"{ds['name']}-holdout{len(held)}", {t: ds["tasks"][t] for t in held},
+                           ds["notes"] + ["subjects: " + ", ".join(held)])]
 
 
 def load_routerarena(data):
@@ -385,10 +407,11 @@ def run_split(ds, split, args, binary, scopes, workdir):
                                       f"{2 * len(recs)} records: {p.stdout.strip()}")
         for scope in scopes:
             pol_file = d / f"policy-{scope}.json"
+            min_samples = ([] if ARGS_MIN_SAMPLES[0] is None
+                           else ["--min-samples", str(ARGS_MIN_SAMPLES[0])])
             run(binary, ["--data-dir", str(data_dir), "recommend", "--scope", scope,
-                         "--quality-target", str(QUALITY_TARGET),
-                         "--min-samples", str(ARGS_MIN_SAMPLES[0]), "--format", "json",
-                         "--out", str(pol_file)] + EXTRA_ARGS,
+                         "--quality-target", str(QUALITY_TARGET), "--format", "json",
+                         "--out", str(pol_file)] + min_samples + EXTRA_ARGS,
                 f"split {split}: recommend --scope {scope}")
             try:
                 policies[scope] = json.loads(pol_file.read_text())
@@ -541,8 +564,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recommend-arg", action="append", default=[],
                     help="extra argument for every `recommend` run (repeatable), e.g. --recommend-arg=--z=2")
-    ap.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
-                    help="recommend --min-samples (per task x model quality samples)")
+    ap.add_argument("--min-samples", type=int,
+                    help="recommend --min-samples (default: recommend's own default)")
+    ap.add_argument("--holdout-subjects", action="store_true",
+                    help="replay the MMLU subjects as 10 development and 9 held-out subjects")
     ap.add_argument("--end", default=END_DEFAULT,
                     help=f"fit logs span the {WINDOW_DAYS} days before this (default %(default)s)")
     ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
@@ -580,8 +605,11 @@ def main():
         root = Path(tmp.name)
     summaries = []
     try:
+        sets = []
         for name in names:
             ds = loaders[name](args.data)
+            sets += holdout_split(ds) if args.holdout_subjects and name == "routellm" else [ds]
+        for ds in sets:
             workdir = root / ds["name"]
             pool = futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
             try:

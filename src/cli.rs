@@ -277,8 +277,9 @@ pub struct RecommendArgs {
     pub quality_target: f64,
     #[arg(long, value_enum, default_value_t = crate::recommend::Scope::Overall)]
     pub scope: crate::recommend::Scope,
-    /// Quality samples a model needs on a task before it can be chosen.
-    #[arg(long, default_value_t = 30)]
+    /// Quality samples a model needs on a task before it can be chosen (default: none; the
+    /// shrunk estimate and its uncertainty decide).
+    #[arg(long, default_value_t = 0)]
     pub min_samples: u64,
     /// Exclude models whose p95 latency on the task is above this.
     #[arg(long)]
@@ -286,9 +287,19 @@ pub struct RecommendArgs {
     /// Traffic share for exploring under-sampled, promising models.
     #[arg(long, default_value_t = 0.05)]
     pub explore: f64,
-    /// One-sided z of the confidence guard against over-promising.
-    #[arg(long, default_value_t = 1.645)]
-    pub z: f64,
+    /// Probability with which the quality target is to hold on fresh traffic.
+    #[arg(long, default_value_t = crate::recommend::DEFAULT_CONFIDENCE)]
+    pub confidence: f64,
+    /// A fixed one-sided z for the confidence guard, instead of calibrating it on the logs.
+    #[arg(long)]
+    pub z: Option<f64>,
+    /// Fit and fresh windows resampled from the logs to calibrate the guard on (0: the normal
+    /// quantile of --confidence).
+    #[arg(long, default_value_t = crate::recommend::DEFAULT_CALIBRATION_DRAWS)]
+    pub calibration_draws: u32,
+    /// Seed of the calibration's resampling (the same logs and seed give the same policy).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Use each task's raw quality means, without empirical-Bayes shrinkage across tasks.
     #[arg(long)]
     pub no_shrink: bool,
@@ -322,13 +333,21 @@ pub enum ExplainFormat {
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// The policy file to replay.
-    #[arg(long)]
-    pub policy: PathBuf,
+    /// The policy file to replay. With --holdout or --fit-until, its objective is the one
+    /// re-fitted on the earlier part of the window (default: recommend's defaults).
+    #[arg(long, required_unless_present_any = ["holdout", "fit_until"])]
+    pub policy: Option<PathBuf>,
     #[arg(long, default_value = "30d")]
     pub since: String,
     #[arg(long)]
     pub until: Option<String>,
+    /// Out-of-sample check: fit a policy on the window but its last DURATION (7d, 24h), and
+    /// judge it on that last part, against that part's oracle and the quality bound.
+    #[arg(long, value_name = "DURATION", conflicts_with = "fit_until")]
+    pub holdout: Option<String>,
+    /// Out-of-sample check: fit on [--since, T), judge on [T, --until).
+    #[arg(long, value_name = "T")]
+    pub fit_until: Option<String>,
     #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
     pub format: ExplainFormat,
 }

@@ -82,13 +82,21 @@ fn a_tie_goes_to_the_cheaper_model_and_is_deterministic() {
     assert_eq!(p1.version, p2.version);
 }
 
+/// `--min-samples 30`: the explicit sample threshold.
+fn thresholded() -> Objective {
+    Objective {
+        min_samples: 30,
+        ..task_obj()
+    }
+}
+
 #[test]
 fn too_few_samples_keep_the_current_model_and_say_why() {
     let c = vec![
         cand("rare", "big", 20, 0.9, 0.01),
         cand("rare", "small", 12, 0.9, 0.001),
     ];
-    let p = recommend(&c, &task_obj(), now());
+    let p = recommend(&c, &thresholded(), now());
     let r = route(&p, "rare");
     assert_eq!(main_model(&p, "rare"), "big");
     assert!(
@@ -103,7 +111,7 @@ fn too_few_samples_keep_the_current_model_and_say_why() {
     ];
     let obj = Objective {
         explore: 0.05,
-        ..task_obj()
+        ..thresholded()
     };
     let p = recommend(&c, &obj, now());
     let r = route(&p, "t");
@@ -175,23 +183,34 @@ fn a_task_without_feedback_keeps_its_current_model() {
 /// Many small tasks where the cheap model is truly just under the bar: observed means are
 /// noisy, and picking on them naively over-promises.
 fn small_tasks(seed: u64) -> (Vec<Candidate>, Vec<(String, f64, f64)>) {
-    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
-    let mut cands = Vec::new();
-    let mut truth = Vec::new();
-    for t in 0..60 {
-        let task = format!("task-{t:02}");
+    drawn_tasks(seed, 60, 60, |rng, _| {
         let q_big: f64 = rng.random_range(0.75..0.95);
-        let q_small = q_big * rng.random_range(0.88..0.97);
-        let n = 60;
+        (q_big, q_big * rng.random_range(0.88..0.97))
+    })
+}
+
+/// `tasks` tasks whose true (big, small) qualities come from `truth`, with `n` binary samples
+/// per model drawn from them.
+fn drawn_tasks(
+    seed: u64,
+    tasks: usize,
+    n: u64,
+    truth: impl Fn(&mut rand_pcg::Pcg64, usize) -> (f64, f64),
+) -> (Vec<Candidate>, Vec<(String, f64, f64)>) {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let (mut cands, mut truths) = (Vec::new(), Vec::new());
+    for t in 0..tasks {
+        let task = format!("task-{t:02}");
+        let (q_big, q_small) = truth(&mut rng, t);
         let draw = |rng: &mut rand_pcg::Pcg64, q: f64| {
             (0..n).filter(|_| rng.random_bool(q)).count() as f64 / n as f64
         };
         let (o_big, o_small) = (draw(&mut rng, q_big), draw(&mut rng, q_small));
         cands.push(cand(&task, "big", n, o_big, 0.01));
         cands.push(cand(&task, "small", n, o_small, 0.001));
-        truth.push((task, q_big, q_small));
+        truths.push((task, q_big, q_small));
     }
-    (cands, truth)
+    (cands, truths)
 }
 
 #[test]
@@ -412,4 +431,216 @@ fn the_api_answers_the_policy_recommend_would_emit() {
             .unwrap();
         assert_eq!(r.status(), 400);
     });
+}
+
+#[test]
+fn small_tasks_are_decided_by_their_shrunk_estimates_by_default() {
+    // Ten well-sampled tasks where the small model is consistently close to the big one, and
+    // one task with a handful of samples per model.
+    let mut c = Vec::new();
+    for t in 0..10 {
+        let task = format!("big-{t}");
+        let q = 0.80 + 0.01 * t as f64;
+        c.push(cand(&task, "big", 800, q, 0.01));
+        c.push(cand(&task, "small", 800, q - 0.01, 0.001));
+    }
+    c.push(cand("tiny", "big", 8, 0.875, 0.01));
+    c.push(cand("tiny", "small", 6, 5.0 / 6.0, 0.001));
+    let obj = Objective {
+        explore: 0.0,
+        ..Objective::default()
+    };
+    assert_eq!(obj.min_samples, 0, "no sample threshold by default");
+    let p = recommend(&c, &obj, now());
+    let tiny = route(&p, "tiny");
+    assert!(
+        !tiny.evidence.reason.contains("fewer than") && !tiny.evidence.reason.contains("keeping"),
+        "{}",
+        tiny.evidence.reason
+    );
+    // The tiny task's estimates lean on the pool; the large tasks' on their own data.
+    let own = |task: &str| route(&p, task).evidence.own_data.unwrap();
+    assert!(own("tiny") < 0.5, "{}", own("tiny"));
+    assert!(
+        own("tiny") < own("big-3"),
+        "{} {}",
+        own("tiny"),
+        own("big-3")
+    );
+    // The person's table says so, per task.
+    let text = switchyard::recommend::explain(&p);
+    let line = text.lines().find(|l| l.starts_with("tiny")).unwrap();
+    assert!(
+        line.contains(&format!("{:.0}%", 100.0 * own("tiny"))),
+        "{line}"
+    );
+    assert!(
+        text.contains("calibrated on 100 fit and fresh windows"),
+        "{text}"
+    );
+    // --min-samples stays as an explicit override.
+    let held = recommend(
+        &c,
+        &Objective {
+            min_samples: 30,
+            ..obj.clone()
+        },
+        now(),
+    );
+    assert!(
+        route(&held, "tiny")
+            .evidence
+            .reason
+            .contains("fewer than 30"),
+        "{}",
+        route(&held, "tiny").evidence.reason
+    );
+}
+
+#[test]
+fn three_models_per_task_move_along_each_frontier_in_chain_order() {
+    let mut moved_to_small = 0;
+    let mut split_tasks = 0;
+    for seed in 0..6 {
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+        let mut c = Vec::new();
+        for t in 0..14 {
+            let task = format!("t{t:02}");
+            let q: f64 = rng.random_range(0.80..0.95);
+            let d_mid: f64 = rng.random_range(0.002..0.03);
+            let d_small = d_mid + rng.random_range(0.02..0.09);
+            let n = 1000;
+            c.push(cand(&task, "big", n, q, 0.010));
+            c.push(cand(&task, "mid", n, q - d_mid, 0.007));
+            c.push(cand(&task, "small", n, q - d_small, 0.001));
+        }
+        let obj = Objective {
+            explore: 0.0,
+            quality_target: 0.93,
+            ..Objective::default()
+        };
+        let p = recommend(&c, &obj, now());
+        p.validate().unwrap();
+        for r in &p.routes {
+            let w = |m: &str| {
+                r.targets
+                    .iter()
+                    .filter(|t| t.model == m)
+                    .map(|t| t.weight)
+                    .sum::<f64>()
+            };
+            // A task's traffic is on one frontier point or split between two neighbours: a
+            // move out of order would leave some on all three.
+            assert!(
+                !(w("big") > 0.0 && w("mid") > 0.0 && w("small") > 0.0),
+                "seed {seed} {}: {:?}",
+                r.task,
+                r.targets
+            );
+            moved_to_small += usize::from(w("small") > 0.0);
+            split_tasks += usize::from(r.targets.len() > 1);
+        }
+    }
+    assert!(
+        moved_to_small > 0 && split_tasks > 0,
+        "{moved_to_small} {split_tasks}"
+    );
+}
+
+/// Forty well-sampled tasks whose small model is the same 0.06 below the big one everywhere.
+fn uniform_gap_tasks(seed: u64) -> (Vec<Candidate>, Vec<(String, f64, f64)>) {
+    drawn_tasks(seed, 40, 2000, |_, t| {
+        let q_big = 0.80 + 0.1 * (t as f64 / 40.0);
+        (q_big, q_big - 0.06)
+    })
+}
+
+/// True quality of `p` as a share of always-best's, and its cost, on `truth`.
+fn true_outcome(p: &Policy, truth: &[(String, f64, f64)]) -> (f64, f64) {
+    let (mut q, mut best, mut cost) = (0.0, 0.0, 0.0);
+    for (task, q_big, q_small) in truth {
+        for t in &route(p, task).targets {
+            let (qt, ct) = if t.model == "big" {
+                (*q_big, 0.01)
+            } else {
+                (*q_small, 0.001)
+            };
+            q += t.weight * qt;
+            cost += t.weight * ct;
+        }
+        best += q_big;
+    }
+    (q / best, cost)
+}
+
+#[test]
+fn a_calibration_under_the_normal_quantile_is_reported_but_not_applied() {
+    // Well-sampled tasks whose gaps all have one size: the resampled windows find a guard
+    // looser than the normal quantile (shrinking the gaps toward their common size takes out
+    // most of their noise). They are centred on the logged estimates, though, and do not see
+    // the logged window's own luck: applied, that looser guard held the true target on only
+    // 17 of these 20 draws. The policy reports it and keeps the normal quantile.
+    let calibrated = Objective {
+        explore: 0.0,
+        ..Objective::default()
+    };
+    let fixed = Objective {
+        calibration: None,
+        ..calibrated.clone()
+    };
+    assert!((fixed.z - 1.645).abs() < 1e-3);
+    let mut held = 0;
+    for seed in 0..20 {
+        let (cands, truth) = uniform_gap_tasks(seed);
+        let pc = recommend(&cands, &calibrated, now());
+        let cal = pc.objective.calibration.as_ref().unwrap();
+        assert!(cal.note.is_none(), "{cal:?}");
+        assert!(cal.calibrated_z.unwrap() < fixed.z, "seed {seed}: {cal:?}");
+        assert!(
+            (pc.objective.z - fixed.z).abs() < 1e-3,
+            "{:?}",
+            pc.objective
+        );
+        assert!(cal.held_share.unwrap() >= 0.95, "{cal:?}");
+        let pf = recommend(&cands, &fixed, now());
+        assert_eq!(pc.routes, pf.routes);
+        held += usize::from(true_outcome(&pc, &truth).0 >= 0.95 - 1e-9);
+    }
+    assert!(
+        held >= 19,
+        "the policy held the true target on {held} of 20"
+    );
+}
+
+#[test]
+fn the_calibration_is_deterministic_and_reported() {
+    let (cands, _) = small_tasks(7);
+    let obj = Objective::default();
+    let a = recommend(&cands, &obj, now());
+    let mut rev = cands.clone();
+    rev.reverse();
+    let b = recommend(&rev, &obj, now());
+    assert_eq!(a.objective, b.objective);
+    assert_eq!(a.routes, b.routes);
+    let cal = a.objective.calibration.as_ref().unwrap();
+    assert_eq!(
+        (cal.method.as_str(), cal.draws, cal.seed),
+        ("resampled-windows", 100, 0)
+    );
+    assert!(cal.held_share.unwrap() >= obj.confidence, "{cal:?}");
+    // The policy file records it, and reads back.
+    let json = serde_json::to_value(&a).unwrap();
+    assert_eq!(
+        json["objective"]["calibration"]["method"],
+        "resampled-windows"
+    );
+    let back: Policy = serde_json::from_value(json).unwrap();
+    assert_eq!(back, a);
+    // A policy file from before the calibration existed still reads.
+    let old = r#"{"version": "v", "generated_at": "2026-11-25T10:00:00Z",
+        "objective": {"quality_target": 0.95, "scope": "overall", "max_p95_latency_ms": null,
+                      "explore": 0.05, "min_samples": 30, "z": 1.645, "shrink": true},
+        "routes": [], "default": {"targets": [{"model": "m", "weight": 1.0}], "fallbacks": []}}"#;
+    let p = Policy::parse(old.as_bytes()).unwrap();
+    assert!(p.objective.calibration.is_none());
 }

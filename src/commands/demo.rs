@@ -175,6 +175,7 @@ pub fn baseline_policy(cands: &[Candidate], now: chrono::DateTime<chrono::Utc>) 
                 samples: cs.iter().map(|c| c.samples).sum(),
                 current_model: cs[0].model.clone(),
                 reason: "the traffic mix of the logs: where the demo starts".into(),
+                own_data: None,
             },
         });
     }

@@ -26,14 +26,27 @@ pub fn objective(a: &RecommendArgs) -> Result<Objective> {
             a.explore
         )));
     }
+    if !(a.confidence > 0.5 && a.confidence < 1.0) {
+        return Err(Error::Invalid(format!(
+            "--confidence {} must be in (0.5, 1)",
+            a.confidence
+        )));
+    }
     Ok(Objective {
         quality_target: a.quality_target,
         scope: a.scope,
         max_p95_latency_ms: a.max_p95_latency_ms,
         explore: a.explore,
         min_samples: a.min_samples,
-        z: a.z.max(0.0),
+        z: a.z
+            .unwrap_or_else(|| recommend::norm_quantile(a.confidence))
+            .max(0.0),
         shrink: !a.no_shrink,
+        confidence: a.confidence,
+        calibration: a
+            .z
+            .is_none()
+            .then(|| recommend::Calibration::new(a.calibration_draws, a.seed)),
     })
 }
 
@@ -149,8 +162,16 @@ pub async fn keep_policy(store: &crate::store::Store, policy: &Policy) -> Result
 }
 
 pub async fn evaluate_command(g: &Global, config: &Config, a: EvaluateArgs) -> Result<Outcome> {
-    let policy = read_policy(&a.policy)?;
+    let policy = a.policy.as_deref().map(read_policy).transpose()?;
     let engine = read_only_engine(g, config).await?;
+    if a.holdout.is_some() || a.fit_until.is_some() {
+        return out_of_sample(&engine, &a, policy).await;
+    }
+    let Some(policy) = policy else {
+        return Err(Error::Invalid(
+            "evaluate needs --policy, --holdout or --fit-until".into(),
+        ));
+    };
     let cands = recommend::candidates(&engine, Some(&a.since), a.until.as_deref()).await?;
     let e = recommend::evaluate(&cands, &policy);
     let mut stdout = std::io::stdout();
@@ -160,57 +181,158 @@ pub async fn evaluate_command(g: &Global, config: &Config, a: EvaluateArgs) -> R
             stdout.write_all(b"\n")?;
         }
         ExplainFormat::Text => {
-            let pct = |x: f64, base: f64| {
-                if base > 0.0 {
-                    100.0 * x / base
-                } else {
-                    f64::NAN
-                }
-            };
             let text = format!(
-                "replayed {} requests over {} tasks under policy {}\n\
-                 {:<10} {:>9} {:>14} {:>12}\n\
-                 {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
-                 {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
-                 {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
-                 target quality {:.4} ({} x all-best {:.4}): {}\n{}",
+                "replayed {} requests over {} tasks under policy {}\n{}",
                 e.requests,
                 e.tasks,
                 policy.version,
-                "",
-                "quality",
-                "usd/request",
-                "vs current",
-                "policy",
-                e.policy_quality,
-                e.policy_cost_per_request,
-                pct(e.policy_cost_per_request, e.current_cost_per_request),
-                "current",
-                e.current_quality,
-                e.current_cost_per_request,
-                100.0,
-                "oracle",
-                e.oracle_quality,
-                e.oracle_cost_per_request,
-                pct(e.oracle_cost_per_request, e.current_cost_per_request),
-                e.target_quality,
-                policy.objective.quality_target,
-                e.best_quality,
-                if e.holds_target { "held" } else { "NOT held" },
-                if e.unevaluated.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "{} task or task x model shares without {} logged quality samples \
-                         (explore shares, mostly) are counted at the task's current quality; \
-                         --format json lists them\n",
-                        e.unevaluated.len(),
-                        policy.objective.min_samples
-                    )
-                }
+                evaluation_text(&e, &policy)
             );
             stdout.write_all(text.as_bytes())?;
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// `evaluate --holdout D` / `--fit-until T`: a policy fitted on the earlier part of the
+/// window with `policy`'s objective (or the defaults), judged on the later part.
+async fn out_of_sample(
+    engine: &crate::query::QueryEngine,
+    a: &EvaluateArgs,
+    policy: Option<Policy>,
+) -> Result<Outcome> {
+    use crate::query::reports::Window;
+    let now = chrono::Utc::now();
+    let w = Window::parse(Some(&a.since), a.until.as_deref(), None, None, now)?;
+    let end = w.until.unwrap_or(now);
+    let cut = match (&a.fit_until, &a.holdout) {
+        (Some(t), _) => Window::parse(Some(t), None, None, None, now)?.since,
+        (None, Some(d)) => Window::parse(Some(d), None, None, None, end)?.since,
+        (None, None) => None,
+    };
+    let Some(cut) = cut.filter(|c| w.since.is_none_or(|s| s < *c) && *c < end) else {
+        return Err(Error::Invalid(
+            "the fit/judge cut (--holdout or --fit-until) must fall inside the --since/--until \
+             window"
+                .into(),
+        ));
+    };
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let (cut_s, end_s) = (fmt(cut), fmt(end));
+    let fit = recommend::candidates(engine, Some(&a.since), Some(&cut_s)).await?;
+    let judge = recommend::candidates(engine, Some(&cut_s), Some(&end_s)).await?;
+    if fit.is_empty() || judge.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no requests to {} (fit window: {} requests before {cut_s}, judging window: {} \
+             from it)",
+            if fit.is_empty() { "fit on" } else { "judge on" },
+            fit.iter().map(|c| c.requests).sum::<u64>(),
+            judge.iter().map(|c| c.requests).sum::<u64>()
+        )));
+    }
+    let mut obj = policy.map_or_else(Objective::default, |p| p.objective);
+    if let Some(c) = &obj.calibration {
+        obj.calibration = Some(recommend::Calibration::new(c.draws, c.seed));
+    }
+    let fitted = recommend::recommend(&fit, &obj, now);
+    let e = recommend::evaluate(&judge, &fitted);
+    let ratio = if e.oracle_cost_per_request > 0.0 {
+        e.policy_cost_per_request / e.oracle_cost_per_request
+    } else {
+        f64::NAN
+    };
+    let mut stdout = std::io::stdout();
+    match a.format {
+        ExplainFormat::Json => {
+            let v = serde_json::json!({
+                "fit": {"since": w.since.map(fmt), "until": cut_s,
+                        "requests": fit.iter().map(|c| c.requests).sum::<u64>()},
+                "judge": {"since": cut_s, "until": end_s, "requests": e.requests},
+                "objective": fitted.objective,
+                "cost_vs_oracle": ratio.is_finite().then_some(ratio),
+                "holds_bound": e.holds_target,
+                "evaluation": e,
+            });
+            serde_json::to_writer_pretty(&mut stdout, &v)?;
+            stdout.write_all(b"\n")?;
+        }
+        ExplainFormat::Text => {
+            let o = &fitted.objective;
+            let text = format!(
+                "out of sample: fitted on {} requests before {cut_s}, judged on {} requests \
+                 from {cut_s} to {end_s} ({} tasks)\n\
+                 fitted with scope {}, quality target {}, guard z {:.2}{}\n{}\
+                 cost against the judging window's oracle: {:.2}x\n",
+                fit.iter().map(|c| c.requests).sum::<u64>(),
+                e.requests,
+                e.tasks,
+                match o.scope {
+                    recommend::Scope::Overall => "overall",
+                    recommend::Scope::Task => "task",
+                },
+                o.quality_target,
+                o.z,
+                match &o.calibration {
+                    Some(c) if c.note.is_none() => format!(
+                        " (calibrated on {} windows resampled from the fit window)",
+                        c.draws
+                    ),
+                    _ => String::new(),
+                },
+                evaluation_text(&e, &fitted),
+                ratio
+            );
+            stdout.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// The table of an evaluation: policy, current traffic and oracle, and the target line.
+fn evaluation_text(e: &recommend::Evaluation, policy: &Policy) -> String {
+    let pct = |x: f64, base: f64| {
+        if base > 0.0 {
+            100.0 * x / base
+        } else {
+            f64::NAN
+        }
+    };
+    format!(
+        "{:<10} {:>9} {:>14} {:>12}\n\
+         {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
+         {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
+         {:<10} {:>9.4} {:>14.8} {:>11.1}%\n\
+         target quality {:.4} ({} x all-best {:.4}): {}\n{}",
+        "",
+        "quality",
+        "usd/request",
+        "vs current",
+        "policy",
+        e.policy_quality,
+        e.policy_cost_per_request,
+        pct(e.policy_cost_per_request, e.current_cost_per_request),
+        "current",
+        e.current_quality,
+        e.current_cost_per_request,
+        100.0,
+        "oracle",
+        e.oracle_quality,
+        e.oracle_cost_per_request,
+        pct(e.oracle_cost_per_request, e.current_cost_per_request),
+        e.target_quality,
+        policy.objective.quality_target,
+        e.best_quality,
+        if e.holds_target { "held" } else { "NOT held" },
+        if e.unevaluated.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{} task or task x model shares without {} logged quality samples \
+                 (explore shares, mostly) are counted at the task's current quality; \
+                 --format json lists them\n",
+                e.unevaluated.len(),
+                policy.objective.min_samples.max(1)
+            )
+        }
+    )
 }

@@ -99,7 +99,7 @@ pub fn evaluate(cands: &[Candidate], policy: &Policy) -> Evaluation {
         let (Some(b), Some(cur)) = (best, current_q) else {
             e.unevaluated.push(format!(
                 "{task}: no model with {} quality samples",
-                policy.objective.min_samples
+                policy.objective.min_samples.max(1)
             ));
             continue;
         };
@@ -143,6 +143,7 @@ pub fn evaluate(cands: &[Candidate], policy: &Policy) -> Evaluation {
         z: 0.0,
         explore: 0.0,
         min_samples: 0,
+        calibration: None,
         ..policy.objective.clone()
     };
     let oracle = recommend(&exact, &oracle_obj, chrono::Utc::now());

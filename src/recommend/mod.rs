@@ -18,28 +18,36 @@
 //!    guarding every task. Gaps between the same two models are shrunk toward their typical
 //!    size across tasks (never made smaller), since the moves picked first are the ones whose
 //!    gap looks small, partly by luck.
-//! 3. **Exploration and fallbacks**: an `explore` share goes to under-sampled candidates in
+//! 3. **Calibration**: `z` is not a fixed normal quantile but chosen on the logs themselves,
+//!    by seeded resampling: the smallest `z` at which policies fitted on windows drawn like the
+//!    logged one hold the target on fresh windows like it with the stated confidence.
+//! 4. **Exploration and fallbacks**: an `explore` share goes to under-sampled candidates in
 //!    proportion to their posterior chance of clearing the bar (a Thompson-sampling draw's
 //!    probability, normal approximation); fallbacks are the other candidates by quality.
 //!
-//! Tasks without feedback, or whose current model has too few samples, keep their current
-//! model and say why.
-
+//! Small tasks are decided by their shrunk estimates and uncertainty; tasks without feedback
+//! keep their current model and say why (`min_samples` adds an explicit sample threshold).
 //!
-//! Files: `policy.rs` is the policy file format, `choose.rs` the optimiser (pure functions
-//! from per-task statistics to a [`Policy`]), `evaluate.rs` the offline replay; this file
-//! reads the evidence from the store.
+//! Files: `policy.rs` is the policy file format, `estimate.rs` the shrunk estimates,
+//! `choose.rs` the optimiser and `overall.rs` its overall objective (pure functions from
+//! per-task statistics to a [`Policy`]), `calibrate.rs` the guard's calibration,
+//! `evaluate.rs` the offline replay; this file reads the evidence from the store.
 
+mod calibrate;
 mod choose;
+mod estimate;
 mod evaluate;
+mod overall;
 mod policy;
 
 use serde::{Deserialize, Serialize};
 
 pub use choose::recommend;
+pub use estimate::{norm_cdf, norm_quantile};
 pub use evaluate::{Evaluation, evaluate};
 pub use policy::{
-    DefaultRoute, Evidence, Expected, Objective, Policy, Route, Scope, Target, explain,
+    Calibration, DEFAULT_CALIBRATION_DRAWS, DEFAULT_CONFIDENCE, DefaultRoute, Evidence, Expected,
+    Objective, Policy, Route, Scope, Target, explain,
 };
 
 /// Statistics of one task × model from the logs.

@@ -20,26 +20,83 @@ pub struct Objective {
     pub scope: Scope,
     pub max_p95_latency_ms: Option<f64>,
     pub explore: f64,
-    #[serde(default = "default_min_samples")]
+    /// Quality samples a model needs on a task before it can be chosen (0: any; the shrunk
+    /// estimate and its uncertainty decide).
+    #[serde(default)]
     pub min_samples: u64,
-    /// One-sided z of the confidence guard.
+    /// One-sided z of the confidence guard: calibrated when `calibration` is set, else the
+    /// normal quantile of `confidence` or the `--z` given.
     #[serde(default = "default_z")]
     pub z: f64,
     /// Empirical-Bayes shrinkage of quality estimates across tasks.
     #[serde(default = "default_true")]
     pub shrink: bool,
+    /// The probability with which the target is to hold on fresh traffic.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// How `z` was calibrated on the logs (absent: a fixed `z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// The calibration of the guard on resampled windows (`calibrate.rs`): what was asked
+/// (`draws`, `seed`) and what it found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    pub method: String,
+    /// Pairs of fit and fresh windows drawn.
+    pub draws: u32,
+    pub seed: u64,
+    /// The smallest `z` at which the fresh windows held the target with the confidence; the
+    /// guard applies the larger of it and the normal quantile.
+    #[serde(default)]
+    pub calibrated_z: Option<f64>,
+    /// Share of the fresh windows that held the target at the applied `z`.
+    #[serde(default)]
+    pub held_share: Option<f64>,
+    /// The normal quantile of the confidence, and the held share at it.
+    #[serde(default)]
+    pub normal_z: Option<f64>,
+    #[serde(default)]
+    pub normal_held_share: Option<f64>,
+    /// Why the normal quantile stands in, when the logs cannot calibrate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Window pairs the calibration draws unless told otherwise.
+pub const DEFAULT_CALIBRATION_DRAWS: u32 = 100;
+/// The confidence unless told otherwise.
+pub const DEFAULT_CONFIDENCE: f64 = 0.95;
+
+impl Calibration {
+    /// A calibration to run: `draws` seeded window pairs, results not yet known.
+    pub fn new(draws: u32, seed: u64) -> Calibration {
+        Calibration {
+            method: "resampled-windows".into(),
+            draws,
+            seed,
+            calibrated_z: None,
+            held_share: None,
+            normal_z: None,
+            normal_held_share: None,
+            note: None,
+        }
+    }
 }
 
 fn default_true() -> bool {
     true
 }
 
-fn default_min_samples() -> u64 {
-    30
+fn default_confidence() -> f64 {
+    DEFAULT_CONFIDENCE
 }
 
+/// Policies written before `z` was recorded used the 95% normal quantile.
 fn default_z() -> f64 {
-    1.645
+    super::estimate::norm_quantile(DEFAULT_CONFIDENCE)
 }
 
 impl Default for Objective {
@@ -49,9 +106,11 @@ impl Default for Objective {
             scope: Scope::Overall,
             max_p95_latency_ms: None,
             explore: 0.05,
-            min_samples: default_min_samples(),
+            min_samples: 0,
             z: default_z(),
             shrink: true,
+            confidence: DEFAULT_CONFIDENCE,
+            calibration: Some(Calibration::new(DEFAULT_CALIBRATION_DRAWS, 0)),
         }
     }
 }
@@ -80,6 +139,10 @@ pub struct Evidence {
     pub samples: u64,
     pub current_model: String,
     pub reason: String,
+    /// How much of the estimates behind the decision came from the task's own data (the rest
+    /// from the pool over tasks: 1 - the shrinkage weight), averaged over its candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_data: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,21 +243,46 @@ impl Policy {
 pub fn explain(p: &Policy) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
+    let o = &p.objective;
     let _ = writeln!(
         s,
-        "policy {} · scope {} · quality target {} · min samples {}",
+        "policy {} · scope {} · quality target {} · confidence {} · min samples {}",
         p.version,
-        match p.objective.scope {
+        match o.scope {
             Scope::Overall => "overall",
             Scope::Task => "task",
         },
-        p.objective.quality_target,
-        p.objective.min_samples
+        o.quality_target,
+        o.confidence,
+        o.min_samples
     );
+    let share = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.0}%", 100.0 * v));
+    let _ = match &o.calibration {
+        Some(c) if c.note.is_none() => writeln!(
+            s,
+            "guard z {:.2}: calibrated on {} fit and fresh windows resampled from the logs \
+             (seed {}) at z {:.2}, never below the normal z {:.2}; {} of the fresh windows held \
+             the target at z {:.2}",
+            o.z,
+            c.draws,
+            c.seed,
+            c.calibrated_z.unwrap_or(f64::NAN),
+            c.normal_z.unwrap_or(f64::NAN),
+            share(c.held_share),
+            o.z
+        ),
+        Some(c) => writeln!(
+            s,
+            "guard z {:.2}, the normal quantile of the confidence: {}",
+            o.z,
+            c.note.as_deref().unwrap_or_default()
+        ),
+        None => writeln!(s, "guard z {:.2} (fixed)", o.z),
+    };
     let _ = writeln!(
         s,
-        "{:<24} {:<30} {:<44} {:>8} {:>12} {:>8}  reason",
-        "task", "current", "route", "quality", "usd/request", "saving"
+        "{:<24} {:<30} {:<44} {:>8} {:>12} {:>8} {:>5}  reason",
+        "task", "current", "route", "quality", "usd/request", "saving", "own"
     );
     for r in &p.routes {
         let route = r
@@ -213,13 +301,14 @@ pub fn explain(p: &Policy) -> String {
         let f = |x: Option<f64>, d: usize| x.map_or("-".to_string(), |v| format!("{v:.d$}"));
         let _ = writeln!(
             s,
-            "{:<24} {:<30} {:<44} {:>8} {:>12} {:>7}%  {}",
+            "{:<24} {:<30} {:<44} {:>8} {:>12} {:>7}% {:>5}  {}",
             r.task,
             r.evidence.current_model,
             route,
             f(r.expected.quality, 3),
             f(r.expected.cost_per_request_usd, 6),
             f(r.expected.savings_vs_current_pct, 1),
+            share(r.evidence.own_data),
             r.evidence.reason
         );
     }
