@@ -644,3 +644,65 @@ fn the_calibration_is_deterministic_and_reported() {
     let p = Policy::parse(old.as_bytes()).unwrap();
     assert!(p.objective.calibration.is_none());
 }
+
+#[test]
+fn evaluate_holdout_fits_on_the_earlier_window_and_judges_on_the_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated_store(
+        dir.path(),
+        "data",
+        &[
+            "--requests",
+            "20000",
+            "--days",
+            "10",
+            "--seed",
+            "5",
+            "--end",
+            "2026-11-20T00:00:00Z",
+        ],
+    );
+    let d = data.to_str().unwrap();
+    let window = ["--since", "2026-11-10", "--until", "2026-11-20"];
+    let mut args = vec![
+        "evaluate",
+        "--data-dir",
+        d,
+        "--holdout",
+        "3d",
+        "--format",
+        "json",
+    ];
+    args.extend(window);
+    let out = run_ok(&args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["fit"]["until"], "2026-11-17T00:00:00Z");
+    assert_eq!(v["judge"]["since"], "2026-11-17T00:00:00Z");
+    let (fit, judged) = (
+        v["fit"]["requests"].as_u64().unwrap(),
+        v["judge"]["requests"].as_u64().unwrap(),
+    );
+    // Seven days fitted, three judged.
+    assert!(fit > judged && judged > 0, "{fit} {judged}");
+    let ratio = v["cost_vs_oracle"].as_f64().unwrap();
+    assert!(ratio > 0.5, "{ratio}");
+    assert!(v["holds_bound"].is_boolean());
+    assert!(
+        v["objective"]["calibration"]["calibrated_z"].is_number(),
+        "{v}"
+    );
+    // The same split named by its time, in text.
+    let mut args = vec!["evaluate", "--data-dir", d, "--fit-until", "2026-11-17"];
+    args.extend(window);
+    let text = String::from_utf8(run_ok(&args).stdout).unwrap();
+    assert!(
+        text.contains("judged on") && text.contains("against the judging window's oracle"),
+        "{text}"
+    );
+    // A cut outside the window is refused.
+    let mut args = vec!["evaluate", "--data-dir", d, "--fit-until", "2026-11-25"];
+    args.extend(window);
+    let out = run(&args, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must fall inside"));
+}
