@@ -220,9 +220,17 @@ impl QueryEngine {
         let mut r = self.run(sql).await;
         // A commit that finishes while a query reads can rename or retire a file the query
         // listed at planning; planning again reads the new listing, which is consistent.
-        for _ in 0..REPLANS_ON_MOVED_FILE {
+        // Commits that follow each other closely (a short flush interval, compaction after
+        // each) can move files again while the replanned query reads: back off a little.
+        for attempt in 0..REPLANS_ON_MOVED_FILE {
             match &r {
-                Err(Error::DataFusion(e)) if file_moved(e) => r = self.run(sql).await,
+                Err(Error::DataFusion(e)) if file_moved(e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(4)))
+                        .await;
+                    // The listing that named the file may be a cached one: list afresh.
+                    self.listed_at.store(u64::MAX, Ordering::Release);
+                    r = self.run(sql).await
+                }
                 _ => break,
             }
         }
@@ -355,7 +363,8 @@ pub fn listing_table(loc: &crate::store::Location, table: Table) -> Result<Listi
     Ok(ListingTable::try_new(cfg)?)
 }
 
-const REPLANS_ON_MOVED_FILE: usize = 3;
+/// Bounded so a store whose files keep moving answers with an error, not a stall.
+const REPLANS_ON_MOVED_FILE: usize = 8;
 
 /// Whether an error comes from a listed file that is no longer where the listing saw it.
 fn file_moved(e: &datafusion::error::DataFusionError) -> bool {
