@@ -39,20 +39,7 @@ async fn slowest_ack(s: &Server, prefix: &str, window: Duration) -> (Duration, u
 }
 
 async fn flushes(c: &reqwest::Client, s: &Server) -> f64 {
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("switchyard_flushes_total "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    crate::common::metric(c, s, "switchyard_flushes_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::{Server, api_query, client, record, run};
+use crate::common::{Server, api_query, client, metric, record, run};
 
 /// Flushes never happen by themselves: rows stay in the WAL until a restart replays them.
 const NO_FLUSH: &[&str] = &["--flush-interval-ms", "3600000"];
@@ -42,23 +42,6 @@ async fn stored_ids(c: &reqwest::Client, s: &Server) -> HashSet<String> {
     let set: HashSet<String> = all.iter().cloned().collect();
     assert_eq!(set.len(), all.len(), "a row is stored twice");
     set
-}
-
-async fn metric(c: &reqwest::Client, s: &Server, name: &str) -> f64 {
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 fn assert_has(set: &HashSet<String>, ids: &[String], what: &str) {

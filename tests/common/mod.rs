@@ -204,6 +204,24 @@ pub async fn api_query(c: &reqwest::Client, s: &Server, sql: &str) -> Vec<Vec<Va
     serde_json::from_value(body["rows"].clone()).unwrap()
 }
 
+/// One sample of `name` from the server's `/metrics` (Prometheus text).
+pub async fn metric(c: &reqwest::Client, s: &Server, name: &str) -> f64 {
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// A number from a JSON cell (numbers or numeric strings).
 pub fn num(v: &Value) -> f64 {
     match v {
