@@ -9,23 +9,23 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Moto, Server, api_query, client, env_refs, num, python, run};
 
-/// Rows, distinct ids, feedback rows and prompt tokens of the stored tables.
+/// Rows, distinct ids, feedback rows and prompt tokens of the stored tables; then the same
+/// requests and tokens as the rollups count them, and the latency histogram's count.
 const TOTALS: &str = "SELECT \
     (SELECT count(*) FROM requests) AS n, \
     (SELECT count(DISTINCT request_id) FROM requests) AS ids, \
     (SELECT count(*) FROM feedback) AS fb, \
-    (SELECT coalesce(sum(prompt_tokens), 0) FROM requests) AS tokens";
+    (SELECT coalesce(sum(prompt_tokens), 0) FROM requests) AS tokens, \
+    (SELECT coalesce(sum(requests), 0) FROM requests_hourly) AS rolled, \
+    (SELECT coalesce(sum(prompt_tokens), 0) FROM requests_hourly) AS rolled_tokens, \
+    (SELECT coalesce(sum(count), 0) FROM latency_hourly WHERE metric = 'latency_ms') AS hist";
 
-type Totals = [u64; 4];
+type Totals = [u64; 7];
 
 fn expected(ids: &[usize]) -> Totals {
-    let tokens: usize = ids.iter().map(|i| 100 + i % 50).sum();
-    [
-        ids.len() as u64,
-        ids.len() as u64,
-        ids.len() as u64,
-        tokens as u64,
-    ]
+    let n = ids.len() as u64;
+    let tokens = ids.iter().map(|i| 100 + i % 50).sum::<usize>() as u64;
+    [n, n, n, tokens, n, tokens, n]
 }
 
 /// Request lines `r-i`, `days_ago` days before now, over three hours of that day.
@@ -73,7 +73,7 @@ async fn ingest(c: &reqwest::Client, s: &Server, ids: &[usize], days_ago: i64) {
 
 async fn api_totals(c: &reqwest::Client, s: &Server) -> Totals {
     let row = &api_query(c, s, TOTALS).await[0];
-    [0, 1, 2, 3].map(|i| num(&row[i]) as u64)
+    std::array::from_fn(|i| num(&row[i]) as u64)
 }
 
 /// Totals by a separate `switchyard query` process reading the bucket.
@@ -99,7 +99,7 @@ fn try_cli_totals(url: &str, env: &[(&'static str, String)]) -> Result<Totals, S
         .split(',')
         .map(|c| c.parse::<f64>().unwrap() as u64)
         .collect();
-    Ok([cells[0], cells[1], cells[2], cells[3]])
+    Ok(std::array::from_fn(|i| cells[i]))
 }
 
 /// A `serve` node on the bucket with its own WAL dir and node id.

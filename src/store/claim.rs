@@ -13,21 +13,29 @@ use super::{Store, parquet};
 use crate::error::{Error, Result};
 use crate::schema::{Table, partition_of};
 
-/// The rows of a stored `requests` or `feedback` batch whose key `seen` does not hold yet,
-/// adding their keys: a merge keeps the first copy of each record. Other tables pass whole.
+/// Splits a stored `requests` or `feedback` batch into the rows whose key `seen` does not hold
+/// yet (adding their keys) and the repeats of rows seen before: a merge keeps the first copy
+/// of each record. Other tables pass whole.
 pub fn first_copies(
     table: Table,
     batch: RecordBatch,
     seen: &mut std::collections::HashSet<u64>,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, Option<RecordBatch>)> {
     if !matches!(table, Table::Requests | Table::Feedback) {
-        return Ok(batch);
+        return Ok((batch, None));
     }
     let keep: Vec<bool> = row_keys(table, &batch)
         .into_iter()
         .map(|(_, k)| seen.insert(k))
         .collect();
-    super::keep_rows(batch, keep)
+    if keep.iter().all(|k| *k) {
+        return Ok((batch, None));
+    }
+    let repeats = arrow::compute::filter_record_batch(
+        &batch,
+        &arrow::array::BooleanArray::from_iter(keep.iter().map(|k| Some(!k))),
+    )?;
+    Ok((super::keep_rows(batch, keep)?, Some(repeats)))
 }
 
 /// Keys a batch claimed, to give back if its rows are not stored after all.

@@ -8,7 +8,9 @@
 //! flush, so only under the writer lock; in a bucket written by several nodes, a partition is
 //! compacted by the one holding its compaction lease (`store::lease`), from files no
 //! unfinished commit names. A merge keeps the first copy of each record key, so a record
-//! that two nodes both stored (re-sent to another node) is stored once again after it.
+//! that two nodes both stored (re-sent to another node) is stored once again after it; for
+//! requests, the same commit publishes the negated rollups of the dropped copies
+//! (`rollup::negate`), so the rollups count the record once again too.
 //!
 //! `recover_journals` finishes compactions journaled by earlier releases (`_compaction/`).
 
@@ -18,7 +20,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore as _};
 use serde::{Deserialize, Serialize};
 
-use super::{Location, Store, commit, faults, lease, parquet};
+use super::{Location, Store, commit, faults, lease, parquet, rollup};
 use crate::error::Result;
 use crate::schema::Table;
 
@@ -127,27 +129,56 @@ async fn merge(
     // row group whatever the partition's size. The merged file is not declared sorted.
     let (output, tmp) = loc.part_paths(dir, "-c");
     let paths: Vec<Path> = inputs.iter().map(|m| m.location.clone()).collect();
+    // The merged file, then the rollup corrections for the copies it dropped.
+    let mut files = vec![(tmp.clone(), output, dir.clone())];
     let written = async {
         faults::hit("store::compact::write").await?;
-        parquet::merge_files(&loc.store, table, &paths, &tmp).await?;
-        commit::sync(loc, std::slice::from_ref(&tmp), std::slice::from_ref(dir)).await?;
+        let merged = parquet::merge_files(&loc.store, table, &paths, &tmp).await?;
+        if table == Table::Requests && !merged.repeats.is_empty() {
+            corrections(loc, &merged.repeats, &mut files).await?;
+        }
+        let (tmps, dirs): (Vec<Path>, Vec<Path>) =
+            files.iter().map(|f| (f.0.clone(), f.2.clone())).unzip();
+        commit::sync(loc, &tmps, &dirs).await?;
         faults::hit("store::compact::commit").await?;
         lease.confirm(loc).await
     };
     if let Err(e) = written.await {
-        commit::discard(loc, std::slice::from_ref(&tmp)).await;
+        let tmps: Vec<Path> = files.iter().map(|f| f.0.clone()).collect();
+        commit::discard(loc, &tmps).await;
         return Err(e);
     }
     let record = commit::Record {
-        publish: vec![commit::Publish {
-            pending: tmp.to_string(),
-            path: output.to_string(),
-        }],
+        publish: files
+            .iter()
+            .map(|(tmp, path, _)| commit::Publish {
+                pending: tmp.to_string(),
+                path: path.to_string(),
+            })
+            .collect(),
         supersede: paths.iter().map(|p| p.to_string()).collect(),
         wal_upto: None,
     };
     let at = commit_seen(store, &record).await?;
     commit::apply(loc, &at, &record, None, commit::Step::Compaction).await
+}
+
+/// Writes, as pending files, the negated rollups of request rows a merge dropped as copies
+/// another node also stored: published with the merged file, they take the dropped copies out
+/// of `requests_hourly` and `latency_hourly` (which both nodes' flushes rolled up).
+async fn corrections(
+    loc: &Location,
+    repeats: &[arrow::array::RecordBatch],
+    files: &mut Vec<(Path, Path, Path)>,
+) -> Result<()> {
+    for (t, date, day) in rollup::day_pieces(repeats)? {
+        let dir = super::flush::partition_dir(loc, t, &date, "");
+        let body = parquet::encode(t, &[parquet::to_file_batch(t, &rollup::negate(&day)?)?])?;
+        let (path, tmp) = loc.part_paths(&dir, "-x");
+        files.push((tmp.clone(), path, dir));
+        loc.store.put(&tmp, body.into()).await?;
+    }
+    Ok(())
 }
 
 /// Passes a commit point with readers' planning held off (as a flush does), so no query lists

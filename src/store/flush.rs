@@ -210,17 +210,12 @@ impl Store {
         let mut pieces: Vec<(Option<i64>, Table, String, String, RecordBatch)> = Vec::new();
         if table == Table::Requests {
             let all = sorted.clone();
-            let (hourly, latency) =
-                tokio::task::spawn_blocking(move || rollup::compute(std::slice::from_ref(&all)))
+            let days =
+                tokio::task::spawn_blocking(move || rollup::day_pieces(std::slice::from_ref(&all)))
                     .await
                     .map_err(|e| Error::Internal(format!("rollup task: {e}")))??;
-            for (t, b) in [
-                (Table::RequestsHourly, hourly),
-                (Table::LatencyHourly, latency),
-            ] {
-                for (date, day) in rollup::split_days(&b) {
-                    pieces.push((None, t, date, String::new(), day));
-                }
+            for (t, date, day) in days {
+                pieces.push((None, t, date, String::new(), day));
             }
         }
         for (bucket, slice) in split_partitions(table, &sorted) {
@@ -233,12 +228,7 @@ impl Store {
             let loc = self.inner.loc.clone();
             async move {
                 let rows = slice.num_rows();
-                let dir = match t {
-                    Table::Requests => {
-                        loc.path(&[t.name(), &format!("date={date}"), &format!("hour={hour}")])
-                    }
-                    _ => loc.path(&[t.name(), &format!("date={date}")]),
-                };
+                let dir = partition_dir(&loc, t, &date, &hour);
                 let body = tokio::task::spawn_blocking(move || {
                     parquet::encode(t, &[parquet::to_file_batch(t, &slice)?])
                 })
@@ -320,6 +310,18 @@ impl Store {
     /// Held around a commit point: readers planning a query wait; ingest does not.
     pub(crate) async fn commit_lock(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.inner.commit.write().await
+    }
+}
+
+/// The directory of a partition: `date=`/`hour=` for requests, `date=` for the others.
+pub(super) fn partition_dir(loc: &Location, table: Table, date: &str, hour: &str) -> Path {
+    match table {
+        Table::Requests => loc.path(&[
+            table.name(),
+            &format!("date={date}"),
+            &format!("hour={hour}"),
+        ]),
+        _ => loc.path(&[table.name(), &format!("date={date}")]),
     }
 }
 

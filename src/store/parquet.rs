@@ -144,12 +144,12 @@ pub async fn merge_files(
     table: Table,
     inputs: &[Path],
     output: &Path,
-) -> Result<usize> {
+) -> Result<Merged> {
     use parquet::arrow::AsyncArrowWriter;
     let sink = object_store::buffered::BufWriter::new(store.clone(), output.clone());
     let props = writer_properties(table, false, None);
     let mut w = AsyncArrowWriter::try_new(sink, table.file_schema(), Some(props))?;
-    let mut rows = 0;
+    let mut merged = Merged::default();
     let mut seen = std::collections::HashSet::new();
     for path in inputs {
         let bytes = store.get(path).await?.bytes().await?;
@@ -158,8 +158,9 @@ pub async fn merge_files(
             .build()?;
         for b in reader {
             // Copies of one record stored by two nodes merge into one.
-            let b = super::claim::first_copies(table, b?, &mut seen)?;
-            rows += b.num_rows();
+            let (b, repeats) = super::claim::first_copies(table, b?, &mut seen)?;
+            merged.rows += b.num_rows();
+            merged.repeats.extend(repeats);
             w.write(&b).await?;
             if w.in_progress_size() > ROW_GROUP_BYTES {
                 w.flush().await?;
@@ -167,7 +168,14 @@ pub async fn merge_files(
         }
     }
     w.close().await?;
-    Ok(rows)
+    Ok(merged)
+}
+
+/// What a merge wrote: its rows, and the repeated copies it left out (file schema).
+#[derive(Default)]
+pub struct Merged {
+    pub rows: usize,
+    pub repeats: Vec<RecordBatch>,
 }
 
 /// Reads the first `n_cols` columns (the dedupe key columns lead each file) of a stored file.

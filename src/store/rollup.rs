@@ -12,7 +12,10 @@
 //!   [`ZERO_BUCKET`].
 //!
 //! Sums are additive, so several rollup files per day (one per flush) add up; the rows they
-//! summarise were deduplicated before the flush, so no attempt is counted twice. Rollups are
+//! summarise were deduplicated before the flush, so no attempt is counted twice. A record
+//! that two nodes of a bucket both stored is rolled up by both; the compaction that merges
+//! its copies into one also publishes the [`negate`]d rollup of the copy it drops, in the
+//! same commit, so rollups and rows agree again. Rollups are
 //! partitioned by `date` only (with `hour` as a column): a month is 30 small files to read,
 //! not 720.
 
@@ -181,6 +184,36 @@ pub fn compute(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch)> {
         }
     }
     Ok((hourly_batch(groups)?, latency_batch(hist)?))
+}
+
+/// The rollups of `requests` rows as day pieces: (rollup table, `date`, rows of that day).
+pub fn day_pieces(batches: &[RecordBatch]) -> Result<Vec<(Table, String, RecordBatch)>> {
+    let (hourly, latency) = compute(batches)?;
+    let mut out = Vec::new();
+    for (t, b) in [
+        (Table::RequestsHourly, hourly),
+        (Table::LatencyHourly, latency),
+    ] {
+        out.extend(split_days(&b).into_iter().map(|(date, day)| (t, date, day)));
+    }
+    Ok(out)
+}
+
+/// A rollup batch with every count and sum negated (timestamps, buckets and keys as they
+/// are): added to the rollups, it takes out the rows it was computed from.
+pub fn negate(batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::datatypes::DataType;
+    let cols = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Int64 | DataType::Float64 | DataType::Decimal128(..) => {
+                arrow::compute::kernels::numeric::neg(c)
+            }
+            _ => Ok(c.clone()),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), cols)?)
 }
 
 fn ts_builder(n: usize) -> TimestampMicrosecondBuilder {
