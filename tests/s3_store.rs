@@ -394,3 +394,82 @@ async fn a_node_killed_before_its_commit_restarts_with_nothing_lost_or_doubled()
 async fn a_node_killed_after_its_commit_restarts_with_nothing_lost_or_doubled() {
     killed_mid_flush("store::flush::publish").await;
 }
+
+/// Posts one body of lines to a node; every line is accepted.
+async fn post(c: &reqwest::Client, s: &Server, path: &str, body: String, n: usize) {
+    let r = c.post(s.url(path)).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["accepted"].as_u64(), Some(n as u64), "{path}: {v}");
+}
+
+/// Feedback samples in the quality rollup, and feedback rows joined to their request.
+const QUALITY: &str = "SELECT \
+    (SELECT coalesce(sum(samples), 0) FROM quality_hourly) AS rolled, \
+    (SELECT count(*) FROM feedback f JOIN requests r ON f.request_id = r.request_id) AS joined";
+
+fn cli_quality(url: &str, env: &[(&'static str, String)]) -> String {
+    let out = run(
+        &["query", "--data-dir", url, "--format", "csv", QUALITY],
+        &env_refs(env),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+/// Feedback that reaches one node while its request is still to come on the other is rolled
+/// up once the request is stored, by the node holding the feedback only: each node keeps its
+/// own unmatched rows, and neither counts the other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn feedback_for_a_request_the_other_node_stores_is_rolled_up_once() {
+    let moto = Moto::start();
+    moto.bucket("cross");
+    let env = moto.env();
+    let root = tempfile::tempdir().unwrap();
+    let url = "s3://cross/store";
+    let c = client();
+    let mut a = node(url, root.path(), "node_a", &[], &env);
+    let mut b = node(url, root.path(), "node_b", &[], &env);
+    // Each node gets the feedback of requests the other one will log, and stores it unmatched.
+    let for_a: Vec<usize> = (0..40).collect();
+    let for_b: Vec<usize> = (40..100).collect();
+    post(&c, &b, "/v1/feedback", feedback(&for_a, 1), for_a.len()).await;
+    post(&c, &a, "/v1/feedback", feedback(&for_b, 1), for_b.len()).await;
+    let until = Instant::now() + Duration::from_secs(30);
+    for s in [&a, &b] {
+        while num(&api_query(&c, s, "SELECT count(*) FROM feedback_buffered").await[0][0]) > 0.0 {
+            assert!(Instant::now() < until, "feedback never reached the bucket");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(cli_quality(url, &env), "0,0", "nothing to join yet");
+    post(&c, &a, "/v1/logs", requests(&for_a, 1), for_a.len()).await;
+    post(&c, &b, "/v1/logs", requests(&for_b, 1), for_b.len()).await;
+    let want = "100,100";
+    let until = Instant::now() + Duration::from_secs(30);
+    while cli_quality(url, &env) != want {
+        assert!(
+            Instant::now() < until,
+            "the rollup never caught up: {}",
+            cli_quality(url, &env)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several more rounds of rechecks by both nodes count nothing twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cli_quality(url, &env), want, "after more rechecks");
+    assert!(
+        a.terminate().success() && b.terminate().success(),
+        "clean exits"
+    );
+    assert_eq!(cli_quality(url, &env), want, "after both stopped");
+}

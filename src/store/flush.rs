@@ -178,10 +178,11 @@ impl Store {
         snap: &Snapshot,
         written: &[Written],
     ) -> Result<quality::FlushPart> {
-        if written.is_empty() {
+        let recheck = quality::recheck_due(self);
+        if written.is_empty() && !recheck {
             return Ok(quality::FlushPart::default());
         }
-        let part = quality::flush_part(self, &snap.requests, &snap.feedback).await;
+        let part = quality::flush_part(self, &snap.requests, &snap.feedback, recheck).await;
         let part = match part {
             Ok(p) => p,
             Err(e) => return Err(e),

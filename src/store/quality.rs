@@ -14,6 +14,13 @@
 //! - feedback whose request is not stored yet is kept in `feedback_unmatched` (one small file,
 //!   rewritten when it changes) and rolled up by the flush that stores its request.
 //!
+//! In a bucket written by several nodes each node keeps its own unmatched file (named by its
+//! node id, like every file it writes) and only ever rewrites that one. Feedback may reach
+//! one node while its request is still in another node's buffer: every [`RECHECK_FLUSHES`]th
+//! flush, a node with unmatched rows looks their ids up among the stored requests again, and
+//! rolls up and drops those found, in that flush's commit. A pair is rolled up only by the
+//! node holding its feedback row, so still exactly once.
+//!
 //! The rollup files, the new unmatched file and the superseded one are all part of the flush's
 //! commit record, and the in-memory state (index, unmatched rows) changes at the commit point
 //! under the commit lock, so a crash or a failed flush leaves rollup and raw rows in agreement.
@@ -39,6 +46,9 @@ const HOUR_US: i64 = 3_600_000_000;
 /// Requests the index of recently flushed requests keeps (about 40 bytes each); older ones
 /// are found in the stored files.
 pub const INDEX_KEYS: usize = 1 << 20;
+/// In a bucket, a node with unmatched feedback looks it up among the other nodes' requests
+/// once in this many flushes (once a minute at the default flush interval).
+pub const RECHECK_FLUSHES: u32 = 6;
 
 /// Column positions of the `requests` and `feedback` batches used here.
 mod col {
@@ -93,6 +103,8 @@ pub struct QualityState {
     group_ids: HashMap<String, HashMap<String, u32>>,
     /// `None` until read from the store.
     unmatched: Option<Unmatched>,
+    /// Flushes since unmatched rows were last looked up among stored requests.
+    since_recheck: u32,
 }
 
 #[derive(Clone, Default)]
@@ -202,11 +214,12 @@ struct Matched {
 }
 
 /// Pairs `feedback` (new rows) and the stored unmatched rows with `requests` (new rows), the
-/// index and the stored request files.
+/// index and the stored request files (for stored unmatched rows only when `recheck`).
 async fn match_rows(
     store: &Store,
     requests: &[RecordBatch],
     feedback: &[RecordBatch],
+    recheck: bool,
 ) -> Result<Matched> {
     let stored_unmatched = unmatched(store).await?;
     let new_rows = file_batches(feedback)?;
@@ -216,6 +229,7 @@ async fn match_rows(
     let mut by_id: HashMap<&str, Slot> = HashMap::new();
     let mut index_rows: Vec<(u64, Slot)> = Vec::new();
     let mut misses: Vec<usize> = Vec::new();
+    let mut old_misses: Vec<usize> = Vec::new();
     let mut keep_old: Vec<Vec<bool>> = stored_unmatched
         .rows
         .iter()
@@ -238,8 +252,8 @@ async fn match_rows(
                 index_rows.push((key_of(ids.value(i)), slot));
             }
         }
-        // Stored unmatched rows: only the new requests can be theirs.
-        for (id, metric, v, day, bi, i) in &old {
+        // Stored unmatched rows: the new requests, or (on a recheck) the stored files.
+        for (n, (id, metric, v, day, bi, i)) in old.iter().enumerate() {
             if let Some(slot) = by_id.get(id) {
                 cells
                     .entry((slot.hour, slot.group, metric, *day))
@@ -247,6 +261,8 @@ async fn match_rows(
                     .add(*v);
                 keep_old[*bi][*i] = false;
                 resolved_stored = true;
+            } else if recheck {
+                old_misses.push(n);
             }
         }
         // New rows: the new requests, then the index, then (below) the stored files.
@@ -261,7 +277,12 @@ async fn match_rows(
             }
         }
     }
-    let ids: Vec<String> = misses.iter().map(|n| fb[*n].0.to_string()).collect();
+    let ids: Vec<String> = misses
+        .iter()
+        .map(|n| fb[*n].0)
+        .chain(old_misses.iter().map(|n| old[*n].0))
+        .map(str::to_string)
+        .collect();
     let looked_up = lookup(store.location(), ids).await?;
     let mut keep_new: Vec<Vec<bool>> = new_rows.iter().map(|b| vec![false; b.num_rows()]).collect();
     let groups = {
@@ -277,6 +298,18 @@ async fn match_rows(
                         .add(*v);
                 }
                 None => keep_new[*bi][*i] = true,
+            }
+        }
+        for n in old_misses {
+            let (id, metric, v, day, bi, i) = &old[n];
+            if let Some((hour, task, model)) = looked_up.get(*id) {
+                let group = state.group(task, model);
+                cells
+                    .entry((*hour, group, metric, *day))
+                    .or_default()
+                    .add(*v);
+                keep_old[*bi][*i] = false;
+                resolved_stored = true;
             }
         }
         state.groups.clone()
@@ -351,7 +384,12 @@ async fn unmatched(store: &Store) -> Result<Unmatched> {
     let loc = store.location();
     let view = loc.committed();
     let dir = loc.path(&[Table::FeedbackUnmatched.name()]);
-    let files = parquet::list_files(&view, &dir).await?;
+    // In a bucket, only this node's own file: the others' belong to their nodes.
+    let files: Vec<Path> = parquet::list_files(&view, &dir)
+        .await?
+        .into_iter()
+        .filter(|f| loc.owns(f.as_ref()))
+        .collect();
     let mut rows = Vec::new();
     for f in &files {
         rows.extend(parquet::read_key_columns(&view, f, &[0, 1, 2, 3, 4]).await?);
@@ -423,7 +461,7 @@ pub async fn buffered(
     requests: &[RecordBatch],
     feedback: &[RecordBatch],
 ) -> Result<RecordBatch> {
-    match match_rows(store, requests, feedback).await?.rollup {
+    match match_rows(store, requests, feedback, false).await?.rollup {
         Some(b) => Ok(b),
         None => Ok(RecordBatch::new_empty(Table::QualityHourly.table_schema())),
     }
@@ -445,14 +483,32 @@ struct Install {
     unmatched: Option<Unmatched>,
 }
 
-/// Rolls up the pairs a flush of `requests` and `feedback` completes, and writes them (and
+/// Whether this flush looks the stored unmatched rows up among stored requests: in a bucket,
+/// every [`RECHECK_FLUSHES`]th flush while there are any (or before they were first read).
+pub fn recheck_due(store: &Store) -> bool {
+    if store.location().local_dir.is_some() {
+        return false;
+    }
+    let mut state = store.quality_state();
+    state.since_recheck += 1;
+    let any = state.unmatched.as_ref().is_none_or(|u| u.rows_len() > 0);
+    if any && state.since_recheck >= RECHECK_FLUSHES {
+        state.since_recheck = 0;
+        return true;
+    }
+    false
+}
+
+/// Rolls up the pairs a flush of `requests` and `feedback` completes (and, on a `recheck`,
+/// the stored unmatched rows whose request another node stored since), and writes them (and
 /// the unmatched rows, when they changed) as pending files.
 pub async fn flush_part(
     store: &Store,
     requests: &[RecordBatch],
     feedback: &[RecordBatch],
+    recheck: bool,
 ) -> Result<FlushPart> {
-    let m = match_rows(store, requests, feedback).await?;
+    let m = match_rows(store, requests, feedback, recheck).await?;
     let loc = store.location();
     let mut files = Vec::new();
     let mut supersede = Vec::new();
