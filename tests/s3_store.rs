@@ -428,7 +428,8 @@ fn cli_quality(url: &str, env: &[(&'static str, String)]) -> String {
 
 /// Feedback that reaches one node while its request is still to come on the other is rolled
 /// up once the request is stored, by the node holding the feedback only: each node keeps its
-/// own unmatched rows, and neither counts the other's.
+/// own unmatched rows, and neither counts the other's. Feedback re-sent to both nodes is
+/// counted once again after compaction.
 #[tokio::test(flavor = "multi_thread")]
 async fn feedback_for_a_request_the_other_node_stores_is_rolled_up_once() {
     let moto = Moto::start();
@@ -467,6 +468,35 @@ async fn feedback_for_a_request_the_other_node_stores_is_rolled_up_once() {
     // Several more rounds of rechecks by both nodes count nothing twice.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(cli_quality(url, &env), want, "after more rechecks");
+
+    // Feedback re-sent to both nodes for stored requests: each node rolls its copy up, and
+    // the compaction that drops one copy takes it out of the rollup again.
+    let resent: Vec<usize> = (100..120).collect();
+    post(&c, &a, "/v1/logs", requests(&resent, 1), resent.len()).await;
+    wait_stored(&c, &a, 120).await;
+    post(&c, &a, "/v1/feedback", feedback(&resent, 1), resent.len()).await;
+    post(&c, &b, "/v1/feedback", feedback(&resent, 1), resent.len()).await;
+    while !both_flushed(&c, &a, &b).await {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // More feedback into the same day on both nodes: their flushes compact it.
+    let more: Vec<usize> = (120..130).collect();
+    post(&c, &b, "/v1/logs", requests(&more, 1), more.len()).await;
+    wait_stored(&c, &b, 130).await;
+    post(&c, &a, "/v1/feedback", feedback(&more[..5], 1), 5).await;
+    post(&c, &b, "/v1/feedback", feedback(&more[5..], 1), 5).await;
+    let want = "130,130";
+    let until = Instant::now() + Duration::from_secs(30);
+    while cli_quality(url, &env) != want {
+        assert!(
+            Instant::now() < until,
+            "the re-sent feedback never settled: {}",
+            cli_quality(url, &env)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cli_quality(url, &env), want, "after more flushes");
     assert!(
         a.terminate().success() && b.terminate().success(),
         "clean exits"

@@ -217,23 +217,14 @@ impl QueryEngine {
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         use std::sync::atomic::Ordering::Relaxed;
         let started = std::time::Instant::now();
-        let mut r = self.run(sql).await;
-        // A commit that finishes while a query reads can rename or retire a file the query
-        // listed at planning; planning again reads the new listing, which is consistent.
-        // Commits that follow each other closely (a short flush interval, compaction after
-        // each) can move files again while the replanned query reads: back off a little.
-        for attempt in 0..REPLANS_ON_MOVED_FILE {
-            match &r {
-                Err(Error::DataFusion(e)) if file_moved(e) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(4)))
-                        .await;
-                    // The listing that named the file may be a cached one: list afresh.
-                    self.listed_at.store(u64::MAX, Ordering::Release);
-                    r = self.run(sql).await
-                }
-                _ => break,
+        let r = replanning(|attempt| async move {
+            if attempt > 0 {
+                // The listing that named the file may be a cached one: list afresh.
+                self.listed_at.store(u64::MAX, Ordering::Release);
             }
-        }
+            self.run(sql).await
+        })
+        .await;
         let m = &self.metrics;
         m.seconds.observe(started.elapsed());
         match &r {
@@ -365,6 +356,30 @@ pub fn listing_table(loc: &crate::store::Location, table: Table) -> Result<Listi
 
 /// Bounded so a store whose files keep moving answers with an error, not a stall.
 const REPLANS_ON_MOVED_FILE: usize = 8;
+
+/// Runs `attempt(0)`, and again with the next number after a short back-off while it fails
+/// on a listed file that is gone (up to [`REPLANS_ON_MOVED_FILE`] times). A commit that
+/// finishes while a query reads can rename or retire a file the query listed at planning;
+/// planning again reads the new listing, which is consistent. Commits that follow each other
+/// closely (a short flush interval, compaction after each) can move files again while the
+/// replanned query reads: hence the back-off.
+pub(crate) async fn replanning<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut r = attempt(0).await;
+    for n in 0..REPLANS_ON_MOVED_FILE {
+        match &r {
+            Err(Error::DataFusion(e)) if file_moved(e) => {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << n.min(4))).await;
+                r = attempt(n + 1).await;
+            }
+            _ => break,
+        }
+    }
+    r
+}
 
 /// Whether an error comes from a listed file that is no longer where the listing saw it.
 fn file_moved(e: &datafusion::error::DataFusionError) -> bool {

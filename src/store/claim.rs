@@ -3,7 +3,7 @@
 //! Parquet files with the lock released, and only batches touching that partition wait for
 //! it (a record with an old `ts` slows its own batch, not everyone's ingest).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
@@ -14,19 +14,20 @@ use crate::error::{Error, Result};
 use crate::schema::{Table, partition_of};
 
 /// Splits a stored `requests` or `feedback` batch into the rows whose key `seen` does not hold
-/// yet (adding their keys) and the repeats of rows seen before: a merge keeps the first copy
-/// of each record. Other tables pass whole.
+/// yet (adding their keys) or that `keep` names, and the repeats of rows seen before: a merge
+/// keeps the first copy of each record. Other tables pass whole.
 pub fn first_copies(
     table: Table,
     batch: RecordBatch,
-    seen: &mut std::collections::HashSet<u64>,
+    seen: &mut HashSet<u64>,
+    keep: &HashSet<u64>,
 ) -> Result<(RecordBatch, Option<RecordBatch>)> {
     if !matches!(table, Table::Requests | Table::Feedback) {
         return Ok((batch, None));
     }
     let keep: Vec<bool> = row_keys(table, &batch)
         .into_iter()
-        .map(|(_, k)| seen.insert(k))
+        .map(|(_, k)| seen.insert(k) || keep.contains(&k))
         .collect();
     if keep.iter().all(|k| *k) {
         return Ok((batch, None));

@@ -9,8 +9,9 @@
 //! compacted by the one holding its compaction lease (`store::lease`), from files no
 //! unfinished commit names. A merge keeps the first copy of each record key, so a record
 //! that two nodes both stored (re-sent to another node) is stored once again after it; for
-//! requests, the same commit publishes the negated rollups of the dropped copies
-//! (`rollup::negate`), so the rollups count the record once again too.
+//! requests and feedback, the same commit publishes the negated rollups of the dropped copies
+//! (`rollup::negate`), so the rollups count the record once again too. A feedback copy whose
+//! request is not stored yet is kept until a later merge: its rollup cell is not known.
 //!
 //! `recover_journals` finishes compactions journaled by earlier releases (`_compaction/`).
 
@@ -20,7 +21,11 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore as _};
 use serde::{Deserialize, Serialize};
 
-use super::{Location, Store, commit, faults, lease, parquet, rollup};
+use std::collections::HashSet;
+
+use arrow::array::RecordBatch;
+
+use super::{Location, Store, claim, commit, faults, lease, parquet, quality, rollup};
 use crate::error::Result;
 use crate::schema::Table;
 
@@ -56,16 +61,14 @@ pub async fn recover_journals(loc: &Location) -> Result<()> {
     Ok(())
 }
 
-fn table_of(loc: &Location, dir: &Path) -> Table {
-    Table::STORED
-        .into_iter()
-        .find(|t| {
-            let root = loc.path(&[t.name()]);
-            dir.as_ref()
-                .strip_prefix(root.as_ref())
-                .is_some_and(|rest| rest.starts_with('/'))
-        })
-        .unwrap_or(Table::Requests)
+/// The stored table a directory belongs to.
+fn table_of(loc: &Location, dir: &Path) -> Option<Table> {
+    Table::STORED.into_iter().find(|t| {
+        let root = loc.path(&[t.name()]);
+        dir.as_ref()
+            .strip_prefix(root.as_ref())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
 
 /// Compacts one partition directory when it holds enough small files; returns how many
@@ -73,6 +76,11 @@ fn table_of(loc: &Location, dir: &Path) -> Table {
 pub async fn compact_dir(store: &Store, dir: &Path) -> Result<usize> {
     let cfg = store.config();
     let loc = store.location();
+    // Each node keeps one unmatched-feedback file, its own (`store::quality`): merging two
+    // would hand one node's rows to another.
+    let Some(table) = table_of(loc, dir).filter(|t| *t != Table::FeedbackUnmatched) else {
+        return Ok(0);
+    };
     // One compactor per partition among the nodes writing a bucket (`store::lease`).
     let Some(mut lease) = lease::Partition::take(loc, dir).await? else {
         return Ok(0);
@@ -103,7 +111,6 @@ pub async fn compact_dir(store: &Store, dir: &Path) -> Result<usize> {
             g.push(m);
         }
     }
-    let table = table_of(loc, dir);
     let mut written = 0;
     let mut merged = Ok(());
     for group in groups.into_iter().filter(|g| g.len() >= 2) {
@@ -133,10 +140,18 @@ async fn merge(
     let mut files = vec![(tmp.clone(), output, dir.clone())];
     let written = async {
         faults::hit("store::compact::write").await?;
-        let merged = parquet::merge_files(&loc.store, table, &paths, &tmp).await?;
+        // Feedback copies are found first: a copy is dropped only where its correction of
+        // the quality rollup can be made.
+        let (quality_fix, keep) = match table {
+            Table::Feedback => feedback_repeats(store, &paths).await?,
+            _ => Default::default(),
+        };
+        let merged = parquet::merge_files(&loc.store, table, &paths, &tmp, &keep).await?;
+        let mut fixes = quality_fix;
         if table == Table::Requests && !merged.repeats.is_empty() {
-            corrections(loc, &merged.repeats, &mut files).await?;
+            fixes.extend(rollup::day_pieces(&merged.repeats)?);
         }
+        corrections(loc, fixes, &mut files).await?;
         let (tmps, dirs): (Vec<Path>, Vec<Path>) =
             files.iter().map(|f| (f.0.clone(), f.2.clone())).unzip();
         commit::sync(loc, &tmps, &dirs).await?;
@@ -163,15 +178,46 @@ async fn merge(
     commit::apply(loc, &at, &record, None, commit::Step::Compaction).await
 }
 
-/// Writes, as pending files, the negated rollups of request rows a merge dropped as copies
-/// another node also stored: published with the merged file, they take the dropped copies out
-/// of `requests_hourly` and `latency_hourly` (which both nodes' flushes rolled up).
+/// The quality rollup of the feedback copies a merge of `inputs` will drop (the later copies
+/// of a record another node also stored), and the keys of the copies it must keep: those
+/// whose request is not stored yet (see `quality::repeats`).
+async fn feedback_repeats(
+    store: &Store,
+    inputs: &[Path],
+) -> Result<(Vec<(Table, String, RecordBatch)>, HashSet<u64>)> {
+    let loc = store.location();
+    let mut seen = HashSet::new();
+    let mut repeats = Vec::new();
+    for p in inputs {
+        for b in parquet::read_key_columns(&loc.store, p, &quality::FEEDBACK_COLUMNS).await? {
+            let (_, again) = claim::first_copies(Table::Feedback, b, &mut seen, &HashSet::new())?;
+            repeats.extend(again);
+        }
+    }
+    if repeats.is_empty() {
+        return Ok(Default::default());
+    }
+    let (rolled, keep) = quality::repeats(loc, &repeats).await?;
+    let pieces = rolled
+        .map(|b| {
+            rollup::split_days(&b)
+                .into_iter()
+                .map(|(date, day)| (Table::QualityHourly, date, day))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((pieces, keep))
+}
+
+/// Writes, as pending files, the negated rollup rows (`pieces`: the rollups, of any rollup
+/// table, of the copies a merge dropped): published with the merged file, they take out of the rollups the
+/// copy that another node's flush rolled up too.
 async fn corrections(
     loc: &Location,
-    repeats: &[arrow::array::RecordBatch],
+    pieces: Vec<(Table, String, RecordBatch)>,
     files: &mut Vec<(Path, Path, Path)>,
 ) -> Result<()> {
-    for (t, date, day) in rollup::day_pieces(repeats)? {
+    for (t, date, day) in pieces {
         let dir = super::flush::partition_dir(loc, t, &date, "");
         let body = parquet::encode(t, &[parquet::to_file_batch(t, &rollup::negate(&day)?)?])?;
         let (path, tmp) = loc.part_paths(&dir, "-x");

@@ -138,12 +138,14 @@ impl FileEncoder {
 }
 
 /// Merges stored files into one object, streaming: each input is read and each row group
-/// written out as it fills, so memory stays bounded whatever the inputs add up to.
+/// written out as it fills, so memory stays bounded whatever the inputs add up to. Of the
+/// copies of one record only the first is kept, unless `keep` names its key.
 pub async fn merge_files(
     store: &Arc<dyn ObjectStore>,
     table: Table,
     inputs: &[Path],
     output: &Path,
+    keep: &std::collections::HashSet<u64>,
 ) -> Result<Merged> {
     use parquet::arrow::AsyncArrowWriter;
     let sink = object_store::buffered::BufWriter::new(store.clone(), output.clone());
@@ -158,7 +160,7 @@ pub async fn merge_files(
             .build()?;
         for b in reader {
             // Copies of one record stored by two nodes merge into one.
-            let (b, repeats) = super::claim::first_copies(table, b?, &mut seen)?;
+            let (b, repeats) = super::claim::first_copies(table, b?, &mut seen, keep)?;
             merged.rows += b.num_rows();
             merged.repeats.extend(repeats);
             w.write(&b).await?;

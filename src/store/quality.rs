@@ -337,7 +337,53 @@ async fn match_rows(
     })
 }
 
-/// Finds stored requests by id (bloom filters on `request_id` prune the files).
+/// The columns of a feedback file that matching reads: `request_id`, `ts`, `metric`, `value`
+/// and `source` (the dedupe key's last part).
+pub const FEEDBACK_COLUMNS: [usize; 5] = [0, 1, 2, 3, 4];
+
+/// For feedback copies a compaction finds repeated (stored by two nodes, each of which rolls
+/// its copy up once its request is stored): the rollup of those whose request is stored, which
+/// the compaction publishes negated as it drops them, and the dedupe keys of the others,
+/// which it keeps for a later merge. A copy still waiting in its node's unmatched file is
+/// rolled up at that node's next recheck, so the counts agree again then.
+pub async fn repeats(
+    loc: &Location,
+    repeats: &[RecordBatch],
+) -> Result<(Option<RecordBatch>, std::collections::HashSet<u64>)> {
+    let rows = feedback_rows(repeats);
+    let found = lookup(loc, rows.iter().map(|r| r.0.to_string()).collect()).await?;
+    let keys = super::claim::row_keys(
+        Table::Feedback,
+        &arrow::compute::concat_batches(&repeats[0].schema(), repeats)?,
+    );
+    let mut groups: Vec<(String, String)> = Vec::new();
+    let mut group_ids: HashMap<(&str, &str), u32> = HashMap::new();
+    let mut cells: Cells = HashMap::new();
+    let mut keep = std::collections::HashSet::new();
+    for ((id, metric, v, day, _, _), (_, key)) in rows.iter().zip(keys) {
+        match found.get(*id) {
+            Some((hour, task, model)) => {
+                let next = group_ids.len() as u32;
+                let g = *group_ids.entry((task, model)).or_insert(next);
+                if g == next {
+                    groups.push((task.clone(), model.clone()));
+                }
+                cells.entry((*hour, g, metric, *day)).or_default().add(*v);
+            }
+            None => {
+                keep.insert(key);
+            }
+        }
+    }
+    let rolled = (!cells.is_empty())
+        .then(|| cells_batch(cells, &groups))
+        .transpose()?;
+    Ok((rolled, keep))
+}
+
+/// Finds stored requests by id (bloom filters on `request_id` prune the files), listing
+/// again when a file the listing named was moved by a commit meanwhile (another node's
+/// compaction, in a bucket).
 async fn lookup(
     loc: &Location,
     ids: Vec<String>,
@@ -347,16 +393,19 @@ async fn lookup(
     if ids.is_empty() {
         return Ok(out);
     }
-    let ctx = SessionContext::new();
-    ctx.register_object_store(&loc.store_url, loc.committed());
-    let table = crate::query::listing_table(loc, Table::Requests)?;
-    let wanted = ids.into_iter().map(lit).collect();
-    let batches = ctx
-        .read_table(Arc::new(table))?
-        .filter(col("request_id").in_list(wanted, false))?
-        .select_columns(&["request_id", "ts", "model", "task"])?
-        .collect()
-        .await?;
+    let wanted: Vec<_> = ids.into_iter().map(lit).collect();
+    let batches = crate::query::replanning(|_| async {
+        let ctx = SessionContext::new();
+        ctx.register_object_store(&loc.store_url, loc.committed());
+        let table = crate::query::listing_table(loc, Table::Requests)?;
+        Ok(ctx
+            .read_table(Arc::new(table))?
+            .filter(col("request_id").in_list(wanted.clone(), false))?
+            .select_columns(&["request_id", "ts", "model", "task"])?
+            .collect()
+            .await?)
+    })
+    .await?;
     for b in &batches {
         let ids = b.column(0).as_string::<i32>();
         let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
