@@ -57,168 +57,11 @@ pub fn recommend(
 /// The routes and the default route for `cands` under `obj`, with `obj.z` as the guard.
 pub(super) fn routes(cands: &[Candidate], obj: &Objective) -> (Vec<Route>, DefaultRoute) {
     let est = shrink(cands, obj.shrink);
-    let mut tasks: BTreeMap<&str, Vec<Est>> = BTreeMap::new();
-    for e in est {
-        tasks.entry(&e.c.task).or_default().push(e);
-    }
-    let mut views: Vec<TaskView> = Vec::new();
-    for (task, all) in tasks {
-        let requests: u64 = all.iter().map(|e| e.c.requests).sum();
-        let Some(current) = all.iter().map(|e| e.c).max_by(|a, b| {
-            a.requests
-                .cmp(&b.requests)
-                .then_with(|| b.model.cmp(&a.model))
-        }) else {
-            continue;
-        };
-        let within_latency = |e: &Est| match (obj.max_p95_latency_ms, e.c.p95_latency_ms) {
-            (Some(limit), Some(p95)) => p95 <= limit,
-            _ => true,
-        };
-        let usable =
-            |e: &Est| e.mean.is_finite() && e.c.cost_per_request.is_some() && within_latency(e);
-        let eligible: Vec<Est> = all
-            .iter()
-            .filter(|e| usable(e) && e.c.samples >= obj.min_samples)
-            .cloned()
-            .collect();
-        let young: Vec<Est> = all
-            .iter()
-            .filter(|e| usable(e) && e.c.samples < obj.min_samples.max(EXPLORE_BELOW_SAMPLES))
-            .cloned()
-            .collect();
-        let feedback: u64 = all.iter().map(|e| e.c.samples).sum();
-        let keep_reason = if feedback == 0 {
-            Some("no quality feedback for this task: keeping the current model".to_string())
-        } else if eligible.is_empty() {
-            Some(match obj.max_p95_latency_ms {
-                Some(l) if all.iter().any(|e| e.c.samples >= obj.min_samples) => format!(
-                    "no candidate with {} samples has p95 latency within {l} ms: keeping the current model",
-                    obj.min_samples
-                ),
-                _ => format!(
-                    "fewer than {} quality samples for every model (most: {}): keeping the current model",
-                    obj.min_samples,
-                    all.iter().map(|e| e.c.samples).max().unwrap_or(0)
-                ),
-            })
-        } else if !eligible.iter().any(|e| e.c.model == current.model)
-            && current.samples < obj.min_samples
-        {
-            Some(format!(
-                "the current model {} has {} quality samples (< {}): no baseline to compare against, keeping it",
-                current.model, current.samples, obj.min_samples
-            ))
-        } else {
-            None
-        };
-        views.push(TaskView {
-            task,
-            requests,
-            current,
-            eligible,
-            young,
-            all,
-            keep_reason,
-        });
-    }
-
-    // Main weights per task: model → weight, plus the reason.
-    let mut plans: Vec<(Vec<(String, f64)>, String)> = views
-        .iter()
-        .map(|v| match &v.keep_reason {
-            Some(r) => (vec![(v.current.model.clone(), 1.0)], r.clone()),
-            None => {
-                let b = best(&v.eligible);
-                (
-                    vec![(b.c.model.clone(), 1.0)],
-                    "the best-quality model with enough evidence: no cheaper one holds the target"
-                        .to_string(),
-                )
-            }
-        })
-        .collect();
-    match obj.scope {
-        Scope::Task => {
-            for (v, plan) in views.iter().zip(plans.iter_mut()) {
-                if v.keep_reason.is_some() {
-                    continue;
-                }
-                let b = best(&v.eligible);
-                let bar = obj.quality_target * b.mean;
-                let pick = v
-                    .eligible
-                    .iter()
-                    .filter(|e| e.mean - obj.z * e.var.sqrt() >= bar || e.c.model == b.c.model)
-                    .min_by(|x, y| {
-                        cost(x)
-                            .total_cmp(&cost(y))
-                            .then_with(|| y.mean.total_cmp(&x.mean))
-                    });
-                if let Some(p) = pick
-                    && p.c.model != b.c.model
-                {
-                    *plan = (
-                        vec![(p.c.model.clone(), 1.0)],
-                        format!(
-                            "cheapest model whose quality lower bound ({:.3}) holds {:.0}% of the best ({} at {:.3})",
-                            p.mean - obj.z * p.var.sqrt(),
-                            obj.quality_target * 100.0,
-                            b.c.model,
-                            b.mean
-                        ),
-                    );
-                }
-            }
-        }
-        Scope::Overall => overall::overall(&views, obj, &mut plans),
-    }
-
+    let views = task_views(&est, obj);
+    let plans = main_plans(&views, obj);
     let mut routes = Vec::new();
     for (v, (main, reason)) in views.iter().zip(plans) {
-        let mut targets: Vec<Target> = main
-            .iter()
-            .filter(|(_, w)| *w > 1e-9)
-            .map(|(m, w)| Target {
-                model: m.clone(),
-                weight: *w,
-                role: None,
-            })
-            .collect();
-        // Exploration: under-sampled candidates by their chance of clearing the bar.
-        if obj.explore > 0.0 && v.keep_reason.is_none() && !v.young.is_empty() {
-            let b = best(&v.eligible);
-            let bar = obj.quality_target * b.mean;
-            let mut chances: Vec<(String, f64)> = v
-                .young
-                .iter()
-                .filter(|e| !main.iter().any(|(m, _)| *m == e.c.model))
-                .filter(|e| cost(e) < cost(b))
-                .map(|e| {
-                    (
-                        e.c.model.clone(),
-                        1.0 - norm_cdf((bar - e.mean) / e.var.sqrt().max(1e-9)),
-                    )
-                })
-                .filter(|(_, p)| *p > 0.2)
-                .collect();
-            // The two most promising only: a trickle to each of many models teaches nothing.
-            chances.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            chances.truncate(2);
-            let total: f64 = chances.iter().map(|x| x.1).sum();
-            if total > 0.0 {
-                for t in &mut targets {
-                    t.weight *= 1.0 - obj.explore;
-                }
-                for (m, p) in chances {
-                    targets.push(Target {
-                        model: m,
-                        weight: obj.explore * p / total,
-                        role: Some("explore".into()),
-                    });
-                }
-            }
-        }
+        let mut targets = targets(v, &main, obj);
         normalise(&mut targets);
         let chosen: Vec<&str> = targets.iter().map(|t| t.model.as_str()).collect();
         let mut fallbacks: Vec<&Est> = v
@@ -336,6 +179,187 @@ pub(super) fn routes(cands: &[Candidate], obj: &Objective) -> (Vec<Route>, Defau
         fallbacks: Vec::new(),
     };
     (routes, default)
+}
+
+/// A task's targets: its main weights, and under `obj.explore` a share for under-sampled
+/// candidates by their chance of clearing the bar (not yet normalised).
+pub(super) fn targets(v: &TaskView, main: &[(String, f64)], obj: &Objective) -> Vec<Target> {
+    let mut targets: Vec<Target> = main
+        .iter()
+        .filter(|(_, w)| *w > 1e-9)
+        .map(|(m, w)| Target {
+            model: m.clone(),
+            weight: *w,
+            role: None,
+        })
+        .collect();
+    // Exploration: under-sampled candidates by their chance of clearing the bar.
+    if obj.explore > 0.0 && v.keep_reason.is_none() && !v.young.is_empty() {
+        let b = best(&v.eligible);
+        let bar = obj.quality_target * b.mean;
+        let mut chances: Vec<(String, f64)> = v
+            .young
+            .iter()
+            .filter(|e| !main.iter().any(|(m, _)| *m == e.c.model))
+            .filter(|e| cost(e) < cost(b))
+            .map(|e| {
+                (
+                    e.c.model.clone(),
+                    1.0 - norm_cdf((bar - e.mean) / e.var.sqrt().max(1e-9)),
+                )
+            })
+            .filter(|(_, p)| *p > 0.2)
+            .collect();
+        // The two most promising only: a trickle to each of many models teaches nothing.
+        chances.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        chances.truncate(2);
+        let total: f64 = chances.iter().map(|x| x.1).sum();
+        if total > 0.0 {
+            for t in &mut targets {
+                t.weight *= 1.0 - obj.explore;
+            }
+            for (m, p) in chances {
+                targets.push(Target {
+                    model: m,
+                    weight: obj.explore * p / total,
+                    role: Some("explore".into()),
+                });
+            }
+        }
+    }
+    targets
+}
+
+/// Per task, its view: candidates with their estimates, the current model, what is eligible
+/// and why a task keeps its current model. Independent of the guard's `z`.
+pub(super) fn task_views<'a>(est: &[Est<'a>], obj: &Objective) -> Vec<TaskView<'a>> {
+    let mut tasks: BTreeMap<&str, Vec<Est>> = BTreeMap::new();
+    for e in est {
+        tasks.entry(&e.c.task).or_default().push(e.clone());
+    }
+    let mut views: Vec<TaskView> = Vec::new();
+    for (task, all) in tasks {
+        let requests: u64 = all.iter().map(|e| e.c.requests).sum();
+        let Some(current) = all.iter().map(|e| e.c).max_by(|a, b| {
+            a.requests
+                .cmp(&b.requests)
+                .then_with(|| b.model.cmp(&a.model))
+        }) else {
+            continue;
+        };
+        let within_latency = |e: &Est| match (obj.max_p95_latency_ms, e.c.p95_latency_ms) {
+            (Some(limit), Some(p95)) => p95 <= limit,
+            _ => true,
+        };
+        let usable =
+            |e: &Est| e.mean.is_finite() && e.c.cost_per_request.is_some() && within_latency(e);
+        let eligible: Vec<Est> = all
+            .iter()
+            .filter(|e| usable(e) && e.c.samples >= obj.min_samples)
+            .cloned()
+            .collect();
+        let young: Vec<Est> = all
+            .iter()
+            .filter(|e| usable(e) && e.c.samples < obj.min_samples.max(EXPLORE_BELOW_SAMPLES))
+            .cloned()
+            .collect();
+        let feedback: u64 = all.iter().map(|e| e.c.samples).sum();
+        let keep_reason = if feedback == 0 {
+            Some("no quality feedback for this task: keeping the current model".to_string())
+        } else if eligible.is_empty() {
+            Some(match obj.max_p95_latency_ms {
+                Some(l) if all.iter().any(|e| e.c.samples >= obj.min_samples) => format!(
+                    "no candidate with {} samples has p95 latency within {l} ms: keeping the current model",
+                    obj.min_samples
+                ),
+                _ => format!(
+                    "fewer than {} quality samples for every model (most: {}): keeping the current model",
+                    obj.min_samples,
+                    all.iter().map(|e| e.c.samples).max().unwrap_or(0)
+                ),
+            })
+        } else if !eligible.iter().any(|e| e.c.model == current.model)
+            && current.samples < obj.min_samples
+        {
+            Some(format!(
+                "the current model {} has {} quality samples (< {}): no baseline to compare against, keeping it",
+                current.model, current.samples, obj.min_samples
+            ))
+        } else {
+            None
+        };
+        views.push(TaskView {
+            task,
+            requests,
+            current,
+            eligible,
+            young,
+            all,
+            keep_reason,
+        });
+    }
+
+    views
+}
+
+/// Per task, the main (not exploration) weights by model and the reason, under `obj.z`.
+pub(super) fn main_plans(views: &[TaskView], obj: &Objective) -> Vec<(Vec<(String, f64)>, String)> {
+    let mut plans: Vec<(Vec<(String, f64)>, String)> = views
+        .iter()
+        .map(|v| match &v.keep_reason {
+            Some(r) => (vec![(v.current.model.clone(), 1.0)], r.clone()),
+            None => {
+                let b = best(&v.eligible);
+                (
+                    vec![(b.c.model.clone(), 1.0)],
+                    "the best-quality model with enough evidence: no cheaper one holds the target"
+                        .to_string(),
+                )
+            }
+        })
+        .collect();
+    match obj.scope {
+        Scope::Task => {
+            for (v, plan) in views.iter().zip(plans.iter_mut()) {
+                if v.keep_reason.is_some() {
+                    continue;
+                }
+                let b = best(&v.eligible);
+                let pick = task_pick(v, obj);
+                if let Some(p) = pick
+                    && p.c.model != b.c.model
+                {
+                    *plan = (
+                        vec![(p.c.model.clone(), 1.0)],
+                        format!(
+                            "cheapest model whose quality lower bound ({:.3}) holds {:.0}% of the best ({} at {:.3})",
+                            p.mean - obj.z * p.var.sqrt(),
+                            obj.quality_target * 100.0,
+                            b.c.model,
+                            b.mean
+                        ),
+                    );
+                }
+            }
+        }
+        Scope::Overall => overall::overall(views, obj, &mut plans),
+    }
+    plans
+}
+
+/// `task` scope: the cheapest eligible candidate whose lower confidence bound (`obj.z`
+/// standard errors) clears `target ×` the best, or the best itself.
+pub(super) fn task_pick<'b, 'a>(v: &'b TaskView<'a>, obj: &Objective) -> Option<&'b Est<'a>> {
+    let b = best(&v.eligible);
+    let bar = obj.quality_target * b.mean;
+    v.eligible
+        .iter()
+        .filter(|e| e.mean - obj.z * e.var.sqrt() >= bar || e.c.model == b.c.model)
+        .min_by(|x, y| {
+            cost(x)
+                .total_cmp(&cost(y))
+                .then_with(|| y.mean.total_cmp(&x.mean))
+        })
 }
 
 pub(super) fn cost(e: &Est) -> f64 {

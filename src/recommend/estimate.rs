@@ -20,7 +20,7 @@ pub(super) struct Est<'a> {
 }
 
 /// Mean and squared standard error of a candidate's observed quality.
-fn se2(c: &Candidate) -> Option<(f64, f64)> {
+pub(super) fn se2(c: &Candidate) -> Option<(f64, f64)> {
     let (q, n) = (c.quality?, c.samples as f64);
     if n < 1.0 {
         return None;
@@ -94,6 +94,24 @@ pub(super) fn shrink(cands: &[Candidate], enabled: bool) -> Vec<Est<'_>> {
             }
         })
         .collect()
+}
+
+/// Smallest spread between tasks a method-of-moments prior of gaps is given: true gaps can be
+/// all alike, and a zero spread would make every gap its pair's mean exactly.
+pub(super) const GAP_SPREAD_FLOOR: f64 = 1e-6;
+
+/// Method-of-moments prior of values each observed with a known noise variance, `(value,
+/// noise)`: their mean and the variance between them beyond the noise (at least `floor`).
+/// None under three values, too few to learn a spread from.
+pub(super) fn moments_prior(xs: &[(f64, f64)], floor: f64) -> Option<(f64, f64)> {
+    if xs.len() < 3 {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().map(|x| x.0).sum::<f64>() / n;
+    let spread = xs.iter().map(|x| (x.0 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let noise = xs.iter().map(|x| x.1).sum::<f64>() / n;
+    Some((mean, (spread - noise).max(floor)))
 }
 
 /// Φ(x), the standard normal CDF.

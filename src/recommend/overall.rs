@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::Objective;
 use super::choose::{TaskView, best, cost};
-use super::estimate::Est;
+use super::estimate::{Est, GAP_SPREAD_FLOOR, moments_prior};
 
 /// One step along a task's frontier: from `from` to `to`, saving `saving` per request and
 /// losing `loss` quality per request.
@@ -40,14 +40,7 @@ fn shrink_gaps(chains: &mut [Vec<Move>]) {
     }
     let prior: BTreeMap<(String, String), (f64, f64)> = by_pair
         .into_iter()
-        .filter(|(_, v)| v.len() >= 3)
-        .map(|(k, v)| {
-            let n = v.len() as f64;
-            let mean = v.iter().map(|x| x.0).sum::<f64>() / n;
-            let spread = v.iter().map(|x| (x.0 - mean).powi(2)).sum::<f64>() / (n - 1.0);
-            let noise = v.iter().map(|x| x.1).sum::<f64>() / n;
-            (k, (mean, (spread - noise).max(1e-6)))
-        })
+        .filter_map(|(k, v)| Some((k, moments_prior(&v, GAP_SPREAD_FLOOR)?)))
         .collect();
     for m in chains.iter_mut().flatten() {
         if let Some((mean, tau2)) = prior.get(&m.pair) {
