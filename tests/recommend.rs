@@ -575,11 +575,11 @@ fn true_outcome(p: &Policy, truth: &[(String, f64, f64)]) -> (f64, f64) {
 
 #[test]
 fn a_calibration_under_the_normal_quantile_is_reported_but_not_applied() {
-    // Well-sampled tasks whose gaps all have one size: the resampled windows find a guard
-    // looser than the normal quantile (shrinking the gaps toward their common size takes out
-    // most of their noise). They are centred on the logged estimates, though, and do not see
-    // the logged window's own luck: applied, that looser guard held the true target on only
-    // 17 of these 20 draws. The policy reports it and keeps the normal quantile.
+    // Well-sampled tasks whose gaps all have one size: on most draws the resampled windows
+    // find a guard looser than the normal quantile (shrinking the gaps toward their common
+    // size takes out most of their noise). Applied as calibrated, such guards held the true
+    // target less often than they promise, so the policy reports the calibration and keeps
+    // the normal quantile; where the calibration asks for more, it applies more.
     let calibrated = Objective {
         explore: 0.0,
         ..Objective::default()
@@ -589,23 +589,31 @@ fn a_calibration_under_the_normal_quantile_is_reported_but_not_applied() {
         ..calibrated.clone()
     };
     assert!((fixed.z - 1.645).abs() < 1e-3);
-    let mut held = 0;
+    let (mut held, mut under) = (0, 0);
     for seed in 0..20 {
         let (cands, truth) = uniform_gap_tasks(seed);
         let pc = recommend(&cands, &calibrated, now());
         let cal = pc.objective.calibration.as_ref().unwrap();
         assert!(cal.note.is_none(), "{cal:?}");
-        assert!(cal.calibrated_z.unwrap() < fixed.z, "seed {seed}: {cal:?}");
+        assert!(cal.correction.unwrap() >= 0.0, "{cal:?}");
+        let z = cal.calibrated_z.unwrap();
         assert!(
-            (pc.objective.z - fixed.z).abs() < 1e-3,
+            (pc.objective.z - z.max(fixed.z)).abs() < 1e-3,
             "{:?}",
             pc.objective
         );
         assert!(cal.held_share.unwrap() >= 0.95, "{cal:?}");
-        let pf = recommend(&cands, &fixed, now());
-        assert_eq!(pc.routes, pf.routes);
+        if z < fixed.z {
+            under += 1;
+            let pf = recommend(&cands, &fixed, now());
+            assert_eq!(pc.routes, pf.routes);
+        }
         held += usize::from(true_outcome(&pc, &truth).0 >= 0.95 - 1e-9);
     }
+    assert!(
+        under >= 10,
+        "the calibration came out under the normal z on {under} of 20"
+    );
     assert!(
         held >= 19,
         "the policy held the true target on {held} of 20"

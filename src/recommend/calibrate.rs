@@ -5,24 +5,32 @@
 //! The logged window is read as a hierarchical model: per task, the model the logs found best
 //! (the anchor) has a true quality drawn from its shrunk posterior, and every other model sits
 //! a gap below it, the gap drawn from its posterior shrunk toward that model pair's typical gap
-//! across tasks (method of moments; its mean and spread drawn from their own sampling
-//! distributions per replicate). Drawing the truths from each cell's raw estimate instead
-//! makes the truths more dispersed than they are, so the winner's curse of picking the moves
-//! whose gap looks small is weaker in the replicates than on real data. Each of `draws` seeded
-//! replicates draws the truths, then a fit window with each cell's logged samples and a fresh
-//! window in which every model of a task is judged on as many samples as the task has (the
-//! policy routes all of its traffic). Costs are kept as logged.
+//! across tasks (method of moments; the pair's mean and spread drawn from their own sampling
+//! distributions per replicate). Each of `draws` seeded replicates draws the truths, then a
+//! fit window with each cell's logged samples and a fresh window in which every model of a
+//! task is judged on as many samples as the task has (the policy routes all of its traffic).
+//! Costs are kept as logged. Per replicate the policy fitted on its fit window (the real
+//! objective: scope, target, exploration) is judged on its fresh one: `overall` holds when
+//! the traffic-weighted quality reaches `target ×` that of every task on the model the fit
+//! window found best, `task` per task moved off its best (weighted by its traffic share).
+//! Larger `z` moves less, so each judgement has a critical `z` from which on it holds, found
+//! by bisection with the task views built once per replicate; the calibration is the
+//! confidence quantile of the critical values.
 //!
-//! Per replicate the policy fitted on its fit window (the real objective: scope, target,
-//! exploration) is judged on its fresh one; `overall` holds when the traffic-weighted quality
-//! reaches `target ×` that of every task on the model the fit window found best, `task` per
-//! task moved off its best (weighted by its traffic share). Larger `z` moves less, so each
-//! judgement has a critical `z` from which on it holds, found by bisection; the calibrated `z`
-//! is the confidence quantile of the critical values. The task views are built once per
-//! replicate and only the optimiser runs per `z`. Seeded, and over the candidates in sorted
-//! order, so the same logs give the same policy. The guard applied is never below the normal
-//! quantile: applied as calibrated where it came out lower, it held the bound on 17 of the
-//! README's 20 replay splits.
+//! Why not that quantile alone. Replicates centred on the logged estimates do not see the
+//! logged window's own luck: on the README's replay (19 MMLU subjects, 20 splits) the quantile
+//! applied as is held the bound on 17 of 20 splits whether the truths were drawn around each
+//! cell's own estimate (the first version) or from the hierarchical posterior (this one),
+//! at z 0.5-1.2. So the calibration is itself checked, by a double bootstrap: for each of
+//! the first replicates, the same calibration is run on its fit window (as the logs are to
+//! the top level) and compared with the replicate's own critical `z`; the confidence quantile
+//! of the shortfall is added (never subtracted). On the replay it adds 0.15-0.85 and raised
+//! the bound held to 18 of 20 at 1.25x the oracle's cost, still short of the promise, and on
+//! the ten development subjects alone to 16 of 20: with few tasks the policy moves whole
+//! tasks on noisy gaps, and the outcome swings by split more than any one `z` can cover. So
+//! the guard applied stays never below the normal quantile; the calibration raises it where
+//! the replicates call for more, and its value is reported either way. Seeded, and over the
+//! candidates in sorted order, so the same logs give the same policy.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +45,12 @@ use super::{Candidate, Objective, Scope, Target};
 const Z_MAX: f64 = 6.0;
 /// Bisection steps per replicate: `Z_MAX / 2^12` is well under the 0.001 `z` is reported to.
 const BISECT_STEPS: u32 = 12;
+/// The double bootstrap: top-level replicates checked (the first ones drawn), replicates of
+/// the inner calibration for each, and the inner bisection's steps (its `z` to `Z_MAX / 2^8`,
+/// finer than the inner quantile of 20 replicates resolves).
+const OUTER_CHECKED: usize = 50;
+const INNER_DRAWS: u32 = 20;
+const INNER_BISECT_STEPS: u32 = 8;
 
 /// Sets `obj.z` from the calibration `obj.calibration` asks for, and fills in its results.
 pub(super) fn calibrate(cands: &[Candidate], obj: &mut Objective) {
@@ -45,21 +59,25 @@ pub(super) fn calibrate(cands: &[Candidate], obj: &mut Objective) {
     };
     let normal_z = norm_quantile(obj.confidence.clamp(0.5, 0.999_999));
     report.normal_z = Some(round(normal_z, 3));
-    let units = critical_zs(cands, obj, report.draws, report.seed);
+    let (correction, units) = calibrated(cands, obj, report.draws, report.seed);
     let judged: f64 = units.iter().map(|u| u.1).sum();
     if judged > 0.0 {
+        let z = (smallest_z(&units, obj.confidence) + correction).clamp(0.0, Z_MAX);
         // Rounded up to the 0.001 it is reported to, so the reported share is the one applied.
-        let z = (smallest_z(&units, obj.confidence) * 1000.0).ceil() / 1000.0;
+        let z = (z * 1000.0).ceil() / 1000.0;
         report.calibrated_z = Some(z);
-        // Never below the normal quantile: applied under it, the calibration under-covered on
-        // the README's replay.
+        // Never below the normal quantile: applied under it, even the corrected calibration
+        // held the bound on only 18 of the README's 20 replay splits (16 of 20 on its ten
+        // development subjects).
         obj.z = z.max(normal_z);
+        report.correction = Some(round(correction.max(-Z_MAX), 3));
         report.held_share = Some(round(share(&units, obj.z), 3));
         report.normal_held_share = Some(round(share(&units, normal_z), 3));
         report.note = None;
     } else {
         obj.z = normal_z;
         report.calibrated_z = None;
+        report.correction = None;
         report.held_share = None;
         report.normal_held_share = None;
         report.note = Some(if report.draws == 0 {
@@ -78,39 +96,95 @@ fn share(units: &[(f64, f64)], z: f64) -> f64 {
     held / judged
 }
 
-/// The smallest `z` at which the held share reaches `confidence` (`Z_MAX` when none does).
-fn smallest_z(units: &[(f64, f64)], confidence: f64) -> f64 {
+/// The weighted `p`-quantile of `(value, weight)`: the smallest value with at least `p` of
+/// the weight at or below it.
+fn quantile(units: &[(f64, f64)], p: f64) -> f64 {
     let mut sorted: Vec<(f64, f64)> = units.to_vec();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let judged: f64 = sorted.iter().map(|u| u.1).sum();
+    let total: f64 = sorted.iter().map(|u| u.1).sum();
     let mut held = 0.0;
-    for (z, w) in sorted {
+    for (x, w) in &sorted {
         held += w;
-        if held >= confidence * judged - 1e-9 {
-            return z.min(Z_MAX);
+        if held >= p * total - 1e-9 {
+            return *x;
         }
     }
-    Z_MAX
+    sorted.last().map_or(0.0, |u| u.0)
 }
 
-/// Per judgement of a fresh window (one per replicate in `overall` scope; one per task moved
-/// off its best, weighted by its traffic share, in `task` scope): the smallest `z` from which
-/// on the policy fitted on the replicate's fit window holds the target on its fresh window
-/// (infinite when it misses even at `Z_MAX`), and the judgement's weight.
-fn critical_zs(cands: &[Candidate], obj: &Objective, draws: u32, seed: u64) -> Vec<(f64, f64)> {
+/// The smallest `z` at which the held share of judgements `(critical z, weight)` reaches
+/// `confidence` (`Z_MAX` when none does).
+fn smallest_z(units: &[(f64, f64)], confidence: f64) -> f64 {
+    quantile(units, confidence).min(Z_MAX)
+}
+
+/// The double bootstrap's correction to the calibrated `z` for `cands` under `obj` (see the
+/// file's doc), and the top-level judgements `(critical z, weight)`.
+fn calibrated(
+    cands: &[Candidate],
+    obj: &Objective,
+    draws: u32,
+    seed: u64,
+) -> (f64, Vec<(f64, f64)>) {
     let mut sorted: Vec<Candidate> = cands.to_vec();
     sorted.sort_by(|a, b| (&a.task, &a.model).cmp(&(&b.task, &b.model)));
     let world = World::new(&sorted);
-    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
     let inner = Objective {
         calibration: None,
         ..obj.clone()
     };
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let top: Vec<Replicate> = (0..draws)
+        .map(|_| replicate(&world, &inner, &mut rng, BISECT_STEPS))
+        .collect();
+    // The double bootstrap: per top-level replicate, the same calibration run on its fit
+    // window (as the logs are to the top level), and by how much it fell short of the
+    // replicate's own critical z.
+    let mut shortfalls: Vec<(f64, f64)> = Vec::new();
+    for (r, (fit, units)) in top.iter().enumerate().take(OUTER_CHECKED) {
+        if units.iter().all(|u| u.0 <= 0.0) {
+            // Held without a guard: any correction holds.
+            shortfalls.extend(units.iter().map(|u| (f64::NEG_INFINITY, u.1)));
+            continue;
+        }
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(
+            seed ^ (r as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        let world = World::new(fit);
+        let inner_units: Vec<(f64, f64)> = (0..INNER_DRAWS)
+            .flat_map(|_| replicate(&world, &inner, &mut rng, INNER_BISECT_STEPS).1)
+            .collect();
+        if inner_units.iter().map(|u| u.1).sum::<f64>() <= 0.0 {
+            continue;
+        }
+        let z_inner = smallest_z(&inner_units, obj.confidence);
+        shortfalls.extend(units.iter().map(|&(zc, w)| (zc - z_inner, w)));
+    }
+    let units: Vec<(f64, f64)> = top.into_iter().flat_map(|t| t.1).collect();
+    // Only ever a raise: a calibration that over-covered its own replicates is not lowered
+    // on the strength of the same windows a second time.
+    let correction = if shortfalls.is_empty() {
+        0.0
+    } else {
+        quantile(&shortfalls, obj.confidence).max(0.0)
+    };
+    (correction, units)
+}
+
+/// A replicate's fit window and its judgements `(critical z, weight)`.
+type Replicate = (Vec<Candidate>, Vec<(f64, f64)>);
+
+/// One replicate: a fit and a fresh window drawn from `world`, and per judgement of the fresh
+/// window (one in `overall` scope; one per task moved off its best, weighted by its traffic
+/// share, in `task` scope) its critical `z`: the smallest from which on the policy fitted on
+/// the fit window holds the target on the fresh one (infinite when it misses even at
+/// `Z_MAX`), with the judgement's weight.
+fn replicate(world: &World, inner: &Objective, rng: &mut rand_pcg::Pcg64, steps: u32) -> Replicate {
+    let (fit, fresh) = world.draw(rng);
     let mut units = Vec::new();
-    for _ in 0..draws {
-        let (fit, fresh) = world.draw(&mut rng);
+    {
         let est = shrink(&fit, inner.shrink);
-        let views = task_views(&est, &inner);
+        let views = task_views(&est, inner);
         let judge = Judge::new(&fresh);
         // The reference: every task on the model the fit window found best.
         let reference: Vec<Option<f64>> = views
@@ -124,7 +198,7 @@ fn critical_zs(cands: &[Candidate], obj: &Objective, draws: u32, seed: u64) -> V
             })
             .collect();
         let at = |z: f64| Objective { z, ..inner.clone() };
-        match obj.scope {
+        match inner.scope {
             Scope::Overall => {
                 let held = |z: f64| {
                     let obj = at(z);
@@ -141,7 +215,7 @@ fn critical_zs(cands: &[Candidate], obj: &Objective, draws: u32, seed: u64) -> V
                     }
                     any.then_some(q + 1e-12 >= obj.quality_target * q_ref)
                 };
-                if let Some(z) = critical(held) {
+                if let Some(z) = critical(held, steps) {
                     units.push((z, 1.0));
                 }
             }
@@ -163,20 +237,20 @@ fn critical_zs(cands: &[Candidate], obj: &Objective, draws: u32, seed: u64) -> V
                         let q = judge.quality(v.task, &t)?;
                         Some(q + 1e-12 >= obj.quality_target * qr)
                     };
-                    if let Some(z) = critical(held) {
+                    if let Some(z) = critical(held, steps) {
                         units.push((z, judge.share(v.task)));
                     }
                 }
             }
         }
     }
-    units
+    (fit, units)
 }
 
 /// The smallest `z` in `[0, Z_MAX]` from which on `held` is true (bisection: larger `z` moves
 /// less, so `held` turns true once as `z` grows); infinite when it is false at `Z_MAX`, None
 /// when nothing can be judged.
-fn critical(held: impl Fn(f64) -> Option<bool>) -> Option<f64> {
+fn critical(held: impl Fn(f64) -> Option<bool>, steps: u32) -> Option<f64> {
     if !held(Z_MAX)? {
         return Some(f64::INFINITY);
     }
@@ -184,7 +258,7 @@ fn critical(held: impl Fn(f64) -> Option<bool>) -> Option<f64> {
         return Some(0.0);
     }
     let (mut lo, mut hi) = (0.0, Z_MAX);
-    for _ in 0..BISECT_STEPS {
+    for _ in 0..steps {
         let mid = (lo + hi) / 2.0;
         if held(mid).unwrap_or(true) {
             hi = mid;

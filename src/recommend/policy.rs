@@ -52,6 +52,11 @@ pub struct Calibration {
     /// guard applies the larger of it and the normal quantile.
     #[serde(default)]
     pub calibrated_z: Option<f64>,
+    /// What the double bootstrap added to the resampled windows' confidence quantile: the
+    /// amount by which the same calibration, run on windows like the logged one, fell short
+    /// with the stated confidence (`calibrate.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<f64>,
     /// Share of the fresh windows that held the target at the applied `z`.
     #[serde(default)]
     pub held_share: Option<f64>,
@@ -78,6 +83,7 @@ impl Calibration {
             draws,
             seed,
             calibrated_z: None,
+            correction: None,
             held_share: None,
             normal_z: None,
             normal_held_share: None,
@@ -261,15 +267,16 @@ pub fn explain(p: &Policy) -> String {
         Some(c) if c.note.is_none() => writeln!(
             s,
             "guard z {:.2}: calibrated on {} fit and fresh windows resampled from the logs \
-             (seed {}) at z {:.2}, never below the normal z {:.2}; {} of the fresh windows held \
-             the target at z {:.2}",
+             (seed {}), {:+.2} of it the correction found by checking the calibration itself on \
+             resampled windows; {} of the fresh windows held the target at it; the normal z \
+             {:.2} would have held {}",
             o.z,
             c.draws,
             c.seed,
-            c.calibrated_z.unwrap_or(f64::NAN),
-            c.normal_z.unwrap_or(f64::NAN),
+            c.correction.unwrap_or(0.0),
             share(c.held_share),
-            o.z
+            c.normal_z.unwrap_or(f64::NAN),
+            share(c.normal_held_share),
         ),
         Some(c) => writeln!(
             s,
