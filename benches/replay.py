@@ -3,6 +3,7 @@
 
     python3 benches/replay.py [--binary PATH] [--splits N] [--data PATH]
                               [--only routellm|routerarena] [--holdout-subjects]
+                              [--subsets K [--subset-size N]]
                               [--baseline naive] [--keep DIR]
 
 Datasets (read-only, default `<repo>/../shared/data`):
@@ -40,6 +41,9 @@ cheapest mix with quality >= 0.95 x that task's best model.
 MMLU subjects are cut, by a fixed seeded shuffle, into 10 development subjects (the only ones to
 look at while changing the method) and 9 held-out subjects, replayed as two datasets
 (`routellm-mmlu-dev10`, `routellm-mmlu-holdout9`), the held-out one reported beside the other.
+
+`--subsets K` replays K random subsets of `--subset-size` (9) MMLU subjects instead, each drawn
+by its own seeded shuffle (seeds 0..K-1), to show how the figures spread over task mixes.
 
 `--baseline naive` replaces `recommend` with `naive_policy` (per task the cheapest model whose
 fit-half mean >= 0.95 x the best mean, no sample-size or confidence guard), for binaries without
@@ -152,6 +156,21 @@ def holdout_split(ds):
                            ds["notes"] + ["subjects: " + ", ".join(dev)]),
             finish_dataset(f"{ds['name']}-holdout{len(held)}", {t: ds["tasks"][t] for t in held},
                            ds["notes"] + ["subjects: " + ", ".join(held)])]
+
+
+def subject_subsets(ds, size, seeds):
+    """Random subsets of `size` MMLU subjects, one per seed in `seeds` (each a seeded shuffle of
+    the sorted subject names), each replayed as its own dataset."""
+    names = sorted(ds["tasks"])
+    out = []
+    for seed in seeds:
+        pick = list(names)
+        random.Random(f"replay:subset:{seed}").shuffle(pick)
+        pick = sorted(pick[:size])
+        out.append(finish_dataset(f"{ds['name']}-subset{size}-s{seed}",
+                                  {t: ds["tasks"][t] for t in pick},
+                                  ds["notes"] + ["subjects: " + ", ".join(pick)]))
+    return out
 
 
 def load_routerarena(data):
@@ -568,6 +587,10 @@ def main():
                     help="recommend --min-samples (default: recommend's own default)")
     ap.add_argument("--holdout-subjects", action="store_true",
                     help="replay the MMLU subjects as 10 development and 9 held-out subjects")
+    ap.add_argument("--subsets", type=int, default=0, metavar="K",
+                    help="replay K random subsets of the MMLU subjects (seeded 0..K-1) instead")
+    ap.add_argument("--subset-size", type=int, default=9,
+                    help="subjects per --subsets subset (default %(default)s)")
     ap.add_argument("--end", default=END_DEFAULT,
                     help=f"fit logs span the {WINDOW_DAYS} days before this (default %(default)s)")
     ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
@@ -608,7 +631,12 @@ def main():
         sets = []
         for name in names:
             ds = loaders[name](args.data)
-            sets += holdout_split(ds) if args.holdout_subjects and name == "routellm" else [ds]
+            if name == "routellm" and args.subsets:
+                sets += subject_subsets(ds, args.subset_size, range(args.subsets))
+            elif name == "routellm" and args.holdout_subjects:
+                sets += holdout_split(ds)
+            else:
+                sets.append(ds)
         for ds in sets:
             workdir = root / ds["name"]
             pool = futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))

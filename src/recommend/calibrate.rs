@@ -47,9 +47,9 @@ const Z_MAX: f64 = 6.0;
 const BISECT_STEPS: u32 = 12;
 /// The double bootstrap: top-level replicates checked (the first ones drawn), replicates of
 /// the inner calibration for each, and the inner bisection's steps (its `z` to `Z_MAX / 2^8`,
-/// finer than the inner quantile of 20 replicates resolves).
-const OUTER_CHECKED: usize = 50;
-const INNER_DRAWS: u32 = 20;
+/// finer than the inner quantile of 16 replicates resolves).
+const OUTER_CHECKED: usize = 25;
+const INNER_DRAWS: u32 = 16;
 const INNER_BISECT_STEPS: u32 = 8;
 
 /// Sets `obj.z` from the calibration `obj.calibration` asks for, and fills in its results.

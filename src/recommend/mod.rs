@@ -18,9 +18,11 @@
 //!    guarding every task. Gaps between the same two models are shrunk toward their typical
 //!    size across tasks (never made smaller), since the moves picked first are the ones whose
 //!    gap looks small, partly by luck.
-//! 3. **Calibration**: `z` is not a fixed normal quantile but chosen on the logs themselves,
-//!    by seeded resampling: the smallest `z` at which policies fitted on windows drawn like the
-//!    logged one hold the target on fresh windows like it with the stated confidence.
+//! 3. **Calibration**: `z` is checked on the logs themselves, by seeded resampling from a
+//!    hierarchical model of them: the smallest `z` at which policies fitted on windows drawn
+//!    like the logged one hold the target on fresh windows like it with the stated confidence,
+//!    raised by a double bootstrap where that calibration, run on such windows, falls short.
+//!    The guard applied is never below the normal quantile (`calibrate.rs` says why).
 //! 4. **Exploration and fallbacks**: an `explore` share goes to under-sampled candidates in
 //!    proportion to their posterior chance of clearing the bar (a Thompson-sampling draw's
 //!    probability, normal approximation); fallbacks are the other candidates by quality.

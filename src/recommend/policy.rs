@@ -48,8 +48,8 @@ pub struct Calibration {
     /// Pairs of fit and fresh windows drawn.
     pub draws: u32,
     pub seed: u64,
-    /// The smallest `z` at which the fresh windows held the target with the confidence; the
-    /// guard applies the larger of it and the normal quantile.
+    /// The smallest `z` at which the fresh windows held the target with the confidence, plus
+    /// `correction`; the guard applies the larger of it and the normal quantile.
     #[serde(default)]
     pub calibrated_z: Option<f64>,
     /// What the double bootstrap added to the resampled windows' confidence quantile: the
@@ -266,16 +266,18 @@ pub fn explain(p: &Policy) -> String {
     let _ = match &o.calibration {
         Some(c) if c.note.is_none() => writeln!(
             s,
-            "guard z {:.2}: calibrated on {} fit and fresh windows resampled from the logs \
-             (seed {}), {:+.2} of it the correction found by checking the calibration itself on \
-             resampled windows; {} of the fresh windows held the target at it; the normal z \
-             {:.2} would have held {}",
+            "guard z {:.2}, the larger of the calibrated z {:.2} and the normal z {:.2}: \
+             calibrated on {} fit and fresh windows resampled from the logs (seed {}), {:+.2} \
+             of it the correction from checking the calibration itself on resampled windows; \
+             {} of the fresh windows held the target at z {:.2}, {} at the normal z",
             o.z,
+            c.calibrated_z.unwrap_or(f64::NAN),
+            c.normal_z.unwrap_or(f64::NAN),
             c.draws,
             c.seed,
             c.correction.unwrap_or(0.0),
             share(c.held_share),
-            c.normal_z.unwrap_or(f64::NAN),
+            o.z,
             share(c.normal_held_share),
         ),
         Some(c) => writeln!(
