@@ -266,10 +266,10 @@ pub fn explain(p: &Policy) -> String {
     let _ = match &o.calibration {
         Some(c) if c.note.is_none() => writeln!(
             s,
-            "guard z {:.2}, the larger of the calibrated z {:.2} and the normal z {:.2}: \
+            "guard z {:.3}, the larger of the calibrated z {:.3} and the normal z {:.3}: \
              calibrated on {} fit and fresh windows resampled from the logs (seed {}), {:+.2} \
              of it the correction from checking the calibration itself on resampled windows; \
-             {} of the fresh windows held the target at z {:.2}, {} at the normal z",
+             {} of the fresh windows held the target at z {:.3}, {} at the normal z",
             o.z,
             c.calibrated_z.unwrap_or(f64::NAN),
             c.normal_z.unwrap_or(f64::NAN),
