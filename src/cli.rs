@@ -110,6 +110,56 @@ pub enum Command {
         after_help = "Example:\n  switchyard apply policy.json --proxy http://127.0.0.1:7071"
     )]
     Apply(ApplyArgs),
+    /// A Ballista scheduler: plans distributed queries over the data dir and hands their
+    /// stages to executors (build with `--features distributed`).
+    #[cfg(feature = "distributed")]
+    #[command(after_help = "Example:\n  switchyard scheduler --listen 127.0.0.1:50050")]
+    Scheduler(SchedulerArgs),
+    /// A Ballista executor: registers with a scheduler and runs its tasks, reading the data
+    /// dir (a bucket) itself (build with `--features distributed`).
+    #[cfg(feature = "distributed")]
+    #[command(
+        after_help = "Example:\n  switchyard executor --scheduler 127.0.0.1:50050 --listen 127.0.0.1:50051 --grpc-listen 127.0.0.1:50052"
+    )]
+    Executor(ExecutorArgs),
+}
+
+#[cfg(feature = "distributed")]
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address of the scheduler's gRPC service (port 0: any free port, printed at start).
+    #[arg(long, env = "SWITCHYARD_SCHEDULER_LISTEN", default_value = crate::distributed::nodes::SCHEDULER_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+#[cfg(feature = "distributed")]
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler to register with: HOST:PORT or df://HOST:PORT.
+    #[arg(long, env = "SWITCHYARD_SCHEDULER")]
+    pub scheduler: String,
+    /// Address of the executor's Arrow Flight service, which serves its results.
+    #[arg(long, default_value = crate::distributed::nodes::EXECUTOR_LISTEN)]
+    pub listen: SocketAddr,
+    /// Address of the executor's gRPC service, which takes tasks (same host as --listen).
+    #[arg(long, default_value = crate::distributed::nodes::EXECUTOR_GRPC_LISTEN)]
+    pub grpc_listen: SocketAddr,
+    /// Tasks run at once (default: the cores of this machine).
+    #[arg(long)]
+    pub vcores: Option<usize>,
+    /// Where shuffle files go (default: a new directory under the system's temporary one).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Where a query runs: this process, or a Ballista cluster.
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArg {
+    /// Run on the Ballista cluster whose scheduler is at df://HOST:PORT (build with
+    /// `--features distributed`); its executors read the data dir themselves.
+    #[cfg(feature = "distributed")]
+    #[arg(long, env = "SWITCHYARD_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 /// Tuning shared by `proxy` and `serve --proxy-listen`.
@@ -240,6 +290,8 @@ pub struct QueryArgs {
     /// Write the answer here instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArg,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +320,8 @@ pub struct ReportArgs {
     /// Write the answer here instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArg,
 }
 
 #[derive(Debug, Args)]

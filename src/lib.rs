@@ -20,6 +20,8 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod error;
 pub mod formats;
 pub mod generate;

@@ -4,6 +4,8 @@
 
 mod common;
 mod dashboard;
+#[cfg(feature = "distributed")]
+mod distributed;
 mod durability;
 mod examples;
 mod formats_litellm;

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use object_store::PutPayload;
 
 use crate::cli::{
-    CatalogFormat, Cli, Command, ConfigCommand, Global, PricesCommand, QueryArgs, ReportArgs,
-    StoreArgs,
+    CatalogFormat, Cli, ClusterArg, Command, ConfigCommand, Global, PricesCommand, QueryArgs,
+    ReportArgs, StoreArgs,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -60,6 +60,25 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::MockUpstream(args) => mock::mock_upstream(args).await,
         Command::Proxy(args) => proxy::proxy_command(&g, &config, args).await,
         Command::Apply(args) => proxy::apply_command(&config, args).await,
+        #[cfg(feature = "distributed")]
+        Command::Scheduler(args) => {
+            let loc = Location::open(&g.data_dir)?;
+            crate::distributed::nodes::scheduler(loc, args.listen).await?;
+            Ok(Outcome::Ok)
+        }
+        #[cfg(feature = "distributed")]
+        Command::Executor(args) => {
+            let loc = Location::open(&g.data_dir)?;
+            let opts = crate::distributed::nodes::ExecutorOptions {
+                scheduler: args.scheduler,
+                listen: args.listen,
+                grpc_listen: args.grpc_listen,
+                vcores: args.vcores,
+                work_dir: args.work_dir,
+            };
+            crate::distributed::nodes::executor(loc, opts).await?;
+            Ok(Outcome::Ok)
+        }
         Command::Config(ConfigCommand::Check) => {
             let origin = g
                 .config
@@ -149,10 +168,43 @@ async fn query_command(g: &Global, config: &Config, args: QueryArgs) -> Result<O
             ));
         }
     };
-    let engine = read_only_engine(g, config).await?;
-    let result = engine.sql(&sql).await?;
+    let result = SqlRunner::open(g, config, &args.cluster)
+        .await?
+        .sql(&sql)
+        .await?;
     write_answer(&result, args.format, args.output.as_deref())?;
     Ok(Outcome::Ok)
+}
+
+/// Where `query` and `report` run their SQL: this process, or a Ballista cluster.
+enum SqlRunner {
+    Local(QueryEngine),
+    #[cfg(feature = "distributed")]
+    Cluster(crate::distributed::Cluster),
+}
+
+impl SqlRunner {
+    #[cfg_attr(not(feature = "distributed"), allow(unused_variables))]
+    async fn open(g: &Global, config: &Config, at: &ClusterArg) -> Result<SqlRunner> {
+        #[cfg(feature = "distributed")]
+        if let Some(url) = &at.cluster {
+            let loc = Location::open(&g.data_dir)?;
+            let prices = load_catalog(&loc).await?;
+            let cluster =
+                crate::distributed::Cluster::connect(url, &loc, &prices, config.query_timeout)
+                    .await?;
+            return Ok(SqlRunner::Cluster(cluster));
+        }
+        Ok(SqlRunner::Local(read_only_engine(g, config).await?))
+    }
+
+    async fn sql(&self, sql: &str) -> Result<crate::query::QueryResult> {
+        match self {
+            SqlRunner::Local(engine) => engine.sql(sql).await,
+            #[cfg(feature = "distributed")]
+            SqlRunner::Cluster(cluster) => cluster.sql(sql).await,
+        }
+    }
 }
 
 /// A query engine over the data dir that never replays or takes the WAL lock: a running
@@ -206,8 +258,12 @@ async fn report_command(g: &Global, config: &Config, args: ReportArgs) -> Result
         args.model.as_deref(),
         chrono::Utc::now(),
     )?;
-    let engine = read_only_engine(g, config).await?;
-    let result = crate::query::reports::run(&engine, name, &window).await?;
+    let sql = crate::query::reports::bound_sql(name, &window)?;
+    let result = SqlRunner::open(g, config, &args.cluster)
+        .await?
+        .sql(&sql)
+        .await
+        .map_err(|e| crate::query::reports::named_error(name, e))?;
     write_answer(&result, args.format, args.output.as_deref())?;
     Ok(Outcome::Ok)
 }

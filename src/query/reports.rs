@@ -241,10 +241,19 @@ fn parse_bound(what: &str, v: Option<&str>, now: DateTime<Utc>) -> Result<Option
 
 /// Runs report `name` over `window`.
 pub async fn run(engine: &QueryEngine, name: &str, window: &Window) -> Result<QueryResult> {
-    let report = get(name)?;
-    let sql = window.bind(&report.sql)?;
-    engine.sql(&sql).await.map_err(|e| match e {
+    let sql = bound_sql(name, window)?;
+    engine.sql(&sql).await.map_err(|e| named_error(name, e))
+}
+
+/// The SQL of report `name` with `window` bound into it.
+pub fn bound_sql(name: &str, window: &Window) -> Result<String> {
+    window.bind(&get(name)?.sql)
+}
+
+/// An error of report `name` as its user is shown it (a rejection names the report).
+pub fn named_error(name: &str, e: Error) -> Error {
+    match e {
         Error::QueryRejected(m) => Error::QueryRejected(format!("report {name}: {m}")),
         other => other,
-    })
+    }
 }
