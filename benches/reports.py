@@ -84,6 +84,7 @@ DUCK_CHILD = """
 import sys, duckdb
 con = duckdb.connect()
 con.execute("PRAGMA threads=" + sys.argv[1])
+con.execute("PRAGMA disable_progress_bar")  # it writes to stdout, where the row count goes
 for t in sys.argv[3].split(","):
     con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{sys.argv[2]}/{t}/**/*.parquet', "
                 "hive_partitioning=true, hive_types_autocast=false)")
