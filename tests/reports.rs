@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use chrono::TimeZone;
 use switchyard::reports::Window;
 
-use crate::common::{Server, api_query, client, generated_store, num, query_csv, run};
+use crate::common::{Server, api_query, client, generated_store, metric, num, query_csv, run};
 
 /// The window every snapshot uses: the whole fixed dataset.
 const SINCE: &str = "2026-11-10";
@@ -664,23 +664,18 @@ fn query_api_is_read_only_and_bounded_and_the_server_survives() {
         assert!(err.contains("memory limit"), "{err}");
         let rows = api_query(&c, &server, "SELECT COUNT(*) FROM requests").await;
         assert_eq!(num(&rows[0][0]), 20000.0);
-        let metrics = c
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            metrics.contains("switchyard_queries_limited_total 2"),
-            "{metrics}"
+        assert_eq!(
+            metric(&c, &server, "switchyard_queries_limited_total").await,
+            2.0
         );
-        assert!(
-            metrics.contains("switchyard_queries_rejected_total 6"),
-            "{metrics}"
+        assert_eq!(
+            metric(&c, &server, "switchyard_queries_rejected_total").await,
+            6.0
         );
-        assert!(metrics.contains("switchyard_query_duration_seconds_count 9"));
+        assert_eq!(
+            metric(&c, &server, "switchyard_query_duration_seconds_count").await,
+            9.0
+        );
         // Reports over HTTP: a named report, an unknown one, a bad window.
         let r = c
             .get(server.url("/api/reports/spend_by_task?since=2026-11-10&until=2026-11-20"))
