@@ -1,7 +1,8 @@
 //! The store's commit protocol under faults, with real processes: an injected error or crash
 //! at every step of a flush and of a compaction (`FAILPOINTS`), then a restart, leaves every
 //! acknowledged record exactly once in `requests`, `feedback` and both rollups; an outside
-//! reader sees a commit all or nothing even when the writer died mid-way.
+//! reader sees a commit all or nothing even when the writer died mid-way, or when the writer
+//! finishes the commit while the reader lists.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -398,4 +399,173 @@ async fn a_second_writer_is_refused_with_the_holder_named_and_nothing_lost() {
         ]),
         Totals::expected(&all, 300)
     );
+}
+
+/// The object store of a compaction that finishes its last steps (inputs deleted, record
+/// renamed `.applied`: on S3 a copy then a delete) at the moment a reader, having listed the
+/// files and then the commit records, first reads its record.
+#[derive(Debug)]
+struct FinishesOnRead {
+    inner: std::sync::Arc<dyn object_store::ObjectStore>,
+    record: object_store::path::Path,
+    inputs: Vec<object_store::path::Path>,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for FinishesOnRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FinishesOnRead({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for FinishesOnRead {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        use object_store::ObjectStoreExt as _;
+        use std::sync::atomic::Ordering;
+        if *location == self.record && !options.head && !self.finished.swap(true, Ordering::SeqCst)
+        {
+            for p in &self.inputs {
+                self.inner.delete(p).await?;
+            }
+            let name = self.record.as_ref().trim_end_matches(".commit");
+            let applied = object_store::path::Path::from(format!("{name}.applied"));
+            self.inner.copy(&self.record, &applied).await?;
+            self.inner.delete(&self.record).await?;
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A reader lists a partition while its compaction finishes: the listing of files has the
+/// merged file beside its inputs, and the compactor deletes the inputs and renames the
+/// record `.applied` between the reader's listing of the records and its read of this one.
+/// The committed view still applies the record: the inputs stay hidden, so no row is listed
+/// twice (a `count(*)` answered from cached file statistics would count it twice).
+#[tokio::test]
+async fn a_commit_retired_while_a_reader_lists_still_hides_the_files_it_superseded() {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStore as _;
+    use object_store::ObjectStoreExt as _;
+    use object_store::path::Path as ObjPath;
+    use std::sync::Arc;
+    use switchyard::store::commit::{Publish, Record};
+    use switchyard::store::view::CommittedStore;
+
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let dir = ObjPath::from("store/requests/date=2026-11-20/hour=08");
+    let inputs: Vec<ObjPath> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            dir.clone().join(
+                format!("part-20261120T080000000000-node_{n}-00000000000000a1.parquet").as_str(),
+            )
+        })
+        .collect();
+    let merged = dir
+        .clone()
+        .join("part-20261120T080100000000-node_b-00000000000000c1-c.parquet");
+    // The merged file is renamed into place; the inputs are not deleted yet.
+    for p in inputs.iter().chain([&merged]) {
+        inner.put(p, b"rows".to_vec().into()).await.unwrap();
+    }
+    let record = Record {
+        publish: vec![Publish {
+            pending: format!("{merged}.pending"),
+            path: merged.to_string(),
+        }],
+        supersede: inputs.iter().map(ToString::to_string).collect(),
+        wal_upto: None,
+    };
+    let commits = ObjPath::from("store/_commits");
+    let at = commits
+        .clone()
+        .join("20261120T080100000000-node_b-00000000000000c2.commit");
+    let body = serde_json::to_vec(&record).unwrap();
+    inner.put(&at, body.into()).await.unwrap();
+    let finishing = Arc::new(FinishesOnRead {
+        inner: inner.clone(),
+        record: at,
+        inputs: inputs.clone(),
+        finished: Default::default(),
+    });
+    let view = CommittedStore::new(finishing.clone(), commits);
+    let table = ObjPath::from("store/requests");
+    let listed: Vec<String> = view
+        .list(Some(&table))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        finishing.finished.load(std::sync::atomic::Ordering::SeqCst),
+        "the record was never read, so the race was not run"
+    );
+    assert_eq!(
+        listed,
+        vec![merged.to_string()],
+        "inputs listed beside their merge"
+    );
+    // Once finished, a new listing agrees.
+    let again: Vec<String> = view
+        .list(Some(&table))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(again, vec![merged.to_string()]);
 }
