@@ -34,6 +34,7 @@
 //! and a node finishes and removes only its own ([`Location::owns`]); readers already honour
 //! another node's unapplied record through the committed view.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -138,32 +139,69 @@ fn record_path(loc: &Location) -> Path {
 }
 
 /// Every stored record, oldest first.
+///
+/// A record listed as `ID.commit` may be renamed `ID.applied` before it is read (its writer
+/// finishing it; on an object store a rename is a copy then a delete, and the listing can
+/// run before the copy): it is then read under its new name. Skipping it instead would drop,
+/// from a reader's view, a commit whose renames and deletes it listed files in the middle of
+/// (a compaction's inputs beside their merged file: every row counted twice).
 pub async fn list(store: &dyn ObjectStore, commits_dir: &Path) -> Result<Vec<Stored>> {
     let mut metas: Vec<ObjectMeta> = store.list(Some(commits_dir)).try_collect().await?;
     metas.sort_by(|a, b| a.location.cmp(&b.location));
+    let names: HashSet<&str> = metas.iter().map(|m| m.location.as_ref()).collect();
     let mut out = Vec::with_capacity(metas.len());
-    for m in metas {
+    for m in &metas {
         let name = m.location.as_ref();
         let applied = name.ends_with(APPLIED);
         if !applied && !name.ends_with(COMMITTED) {
             continue;
         }
-        let body = match store.get(&m.location).await {
-            Ok(r) => r.bytes().await?,
-            // Retired between the listing and the read: it explains nothing any more.
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let record: Record = serde_json::from_slice(&body)
-            .map_err(|e| Error::Internal(format!("commit record {}: {e}", m.location)))?;
-        out.push(Stored {
-            location: m.location,
-            applied,
-            record,
-            last_modified: m.last_modified,
-        });
+        let mut read = read_record(store, &m.location).await?;
+        // Applied since the listing: read under its new name (unless listed under it too,
+        // then it is read on its own).
+        if read.is_none() && !applied {
+            let done = applied_path(&m.location);
+            if !names.contains(done.as_ref()) {
+                read = read_record(store, &done).await?;
+                tracing::debug!(
+                    record = %done,
+                    found = read.is_some(),
+                    "commit record applied between its listing and its read"
+                );
+            }
+        }
+        // Retired between the listing and the read: it explains nothing any more.
+        out.extend(read);
     }
     Ok(out)
+}
+
+/// The record at `location` (its state from its name); `None` when it is not there.
+async fn read_record(store: &dyn ObjectStore, location: &Path) -> Result<Option<Stored>> {
+    let got = match store.get(location).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let last_modified = got.meta.last_modified;
+    let body = got.bytes().await?;
+    let record: Record = serde_json::from_slice(&body)
+        .map_err(|e| Error::Internal(format!("commit record {location}: {e}")))?;
+    Ok(Some(Stored {
+        location: location.clone(),
+        applied: location.as_ref().ends_with(APPLIED),
+        record,
+        last_modified,
+    }))
+}
+
+/// The name a committed record (`ID.commit`) has once applied (`ID.applied`).
+fn applied_path(location: &Path) -> Path {
+    let name = location.as_ref();
+    Path::from(format!(
+        "{}{APPLIED}",
+        name.strip_suffix(COMMITTED).unwrap_or(name)
+    ))
 }
 
 fn is_not_found(e: &object_store::Error) -> bool {
@@ -236,11 +274,7 @@ pub async fn apply(
     }
     step.hit("store::flush::done", "store::compact::done")
         .await?;
-    let name = location.as_ref();
-    let applied = Path::from(format!(
-        "{}{APPLIED}",
-        name.strip_suffix(COMMITTED).unwrap_or(name)
-    ));
+    let applied = applied_path(location);
     loc.store.rename(location, &applied).await?;
     sync(loc, &[], &[parent(&applied)]).await?;
     Ok(())

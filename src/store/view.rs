@@ -6,7 +6,9 @@
 //!
 //! A listing reads the files first and the records second: a record that appears in
 //! between is applied to the listing in full (its files are looked up if the listing missed
-//! them), and a record absent at the second read had not started renaming at the first.
+//! them), and a record absent at the second read had not started renaming at the first. A
+//! record applied (renamed `.applied`) in between is still read ([`commit::list`]): dropping
+//! it would show the listing half renamed, a compaction's inputs beside its merged file.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
