@@ -347,8 +347,8 @@ pub struct RecommendArgs {
     /// A fixed one-sided z for the confidence guard, instead of calibrating it on the logs.
     #[arg(long)]
     pub z: Option<f64>,
-    /// Fit and fresh windows resampled from the logs to calibrate the guard on (0: the normal
-    /// quantile of --confidence).
+    /// Fit and fresh windows resampled from the logs, and split halves of the logs, to
+    /// calibrate the guard on (0: the normal quantile of --confidence).
     #[arg(long, default_value_t = crate::recommend::DEFAULT_CALIBRATION_DRAWS)]
     pub calibration_draws: u32,
     /// Seed of the calibration's resampling (the same logs and seed give the same policy).

@@ -41,6 +41,7 @@ mod estimate;
 mod evaluate;
 mod overall;
 mod policy;
+mod split;
 
 use serde::{Deserialize, Serialize};
 

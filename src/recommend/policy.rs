@@ -49,7 +49,8 @@ pub struct Calibration {
     pub draws: u32,
     pub seed: u64,
     /// The smallest `z` at which the fresh windows held the target with the confidence, plus
-    /// `correction`; the guard applies the larger of it and the normal quantile.
+    /// `correction`; the guard applies the larger of it and `split_half_z` (the normal
+    /// quantile where there are no halves to judge).
     #[serde(default)]
     pub calibrated_z: Option<f64>,
     /// What the double bootstrap added to the resampled windows' confidence quantile: the
@@ -60,6 +61,13 @@ pub struct Calibration {
     /// Share of the fresh windows that held the target at the applied `z`.
     #[serde(default)]
     pub held_share: Option<f64>,
+    /// The same check on the logs' own split halves (`split.rs`): the smallest `z` at which
+    /// the judging halves held the target with the confidence, and the share of them that
+    /// held at the applied `z`. The guard applies the larger of it and `calibrated_z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_half_z: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_half_held_share: Option<f64>,
     /// The normal quantile of the confidence, and the held share at it.
     #[serde(default)]
     pub normal_z: Option<f64>,
@@ -84,6 +92,8 @@ impl Calibration {
             seed,
             calibrated_z: None,
             correction: None,
+            split_half_z: None,
+            split_half_held_share: None,
             held_share: None,
             normal_z: None,
             normal_held_share: None,
@@ -264,22 +274,48 @@ pub fn explain(p: &Policy) -> String {
     );
     let share = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.0}%", 100.0 * v));
     let _ = match &o.calibration {
-        Some(c) if c.note.is_none() => writeln!(
-            s,
-            "guard z {:.3}, the larger of the calibrated z {:.3} and the normal z {:.3}: \
-             calibrated on {} fit and fresh windows resampled from the logs (seed {}), {:+.2} \
-             of it the correction from checking the calibration itself on resampled windows; \
-             {} of the fresh windows held the target at z {:.3}, {} at the normal z",
-            o.z,
-            c.calibrated_z.unwrap_or(f64::NAN),
-            c.normal_z.unwrap_or(f64::NAN),
-            c.draws,
-            c.seed,
-            c.correction.unwrap_or(0.0),
-            share(c.held_share),
-            o.z,
-            share(c.normal_held_share),
-        ),
+        Some(c) if c.note.is_none() => {
+            let resampled = format!(
+                "the calibrated z {:.3} ({} fit and fresh windows resampled from the logs, seed \
+                 {}, {:+.2} of it the correction from checking the calibration itself on \
+                 resampled windows; {} of them held the target at z {:.3})",
+                c.calibrated_z.unwrap_or(f64::NAN),
+                c.draws,
+                c.seed,
+                c.correction.unwrap_or(0.0),
+                share(c.held_share),
+                o.z,
+            );
+            let halves = c.split_half_z.map_or_else(
+                || "no quality samples to split".to_string(),
+                |z| {
+                    format!(
+                        "the split-half z {z:.3} ({} split halves of the logs, {} of them held \
+                         at z {:.3})",
+                        c.draws,
+                        share(c.split_half_held_share),
+                        o.z
+                    )
+                },
+            );
+            let normal = c.normal_z.unwrap_or(f64::NAN);
+            if o.z <= 0.0 {
+                writeln!(
+                    s,
+                    "guard z {:.3}: both checks held the target without a guard, {resampled} \
+                     and {halves}",
+                    o.z
+                )
+            } else {
+                writeln!(
+                    s,
+                    "guard z {:.3}, the larger of {resampled} and the normal z {normal:.3} ({} of \
+                     the resampled windows held at it); {halves}",
+                    o.z,
+                    share(c.normal_held_share),
+                )
+            }
+        }
         Some(c) => writeln!(
             s,
             "guard z {:.2}, the normal quantile of the confidence: {}",
