@@ -31,7 +31,8 @@ records per request):
    over the bucket on one node (`report NAME`) and over the bucket on the cluster (`report NAME
    --cluster df://ADDR`); the median of each, the cluster/one-node ratio, and whether the three
    answers agree (rows sorted, fractions at 9 significant digits: the cluster sums in another
-   order, and rows tied under a report's ORDER BY may come in either). Agreement of the local
+   order, and rows tied under a report's ORDER BY may come in either; a value on a `ROUND`
+   boundary may round either way, so one unit in its last decimal is allowed). Agreement of the local
    and bucket answers is also the check that a copied store is valid.
 
 Standard library only. Prints one table per size and a summary line per size at the end; exits
@@ -97,6 +98,8 @@ def timed_answer(cmd, env):
 
 
 def normalized(csv):
+    """An answer as its header and its rows, sorted by their text and whole numbers; each
+    fractional number kept as (value, decimals shown)."""
     lines = csv.splitlines()
     if not lines:
         return []
@@ -106,11 +109,36 @@ def normalized(csv):
         for cell in line.split(","):
             try:
                 x = float(cell)
-                cells.append(f"{x:.8e}" if ("." in cell or "e" in cell) else cell)
             except ValueError:
                 cells.append(cell)
-        rows.append(",".join(cells))
-    return [lines[0]] + sorted(rows)
+                continue
+            if "." in cell or "e" in cell:
+                cells.append((x, len(cell.split(".")[1]) if "." in cell and "e" not in cell else 0))
+            else:
+                cells.append(cell)
+        rows.append(cells)
+    rows.sort(key=lambda r: [c for c in r if isinstance(c, str)])
+    return [lines[0]] + rows
+
+
+def same_answer(a, b):
+    """Whether two normalized answers agree: the same text and whole numbers, fractions within
+    1e-9 of each other, or one unit apart in the last decimal shown (the cluster sums in another
+    order, so a value on a `ROUND` boundary may round either way)."""
+    if a is None or b is None or len(a) != len(b) or (a and a[0] != b[0]):
+        return False
+    for ra, rb in zip(a[1:], b[1:]):
+        if len(ra) != len(rb):
+            return False
+        for ca, cb in zip(ra, rb):
+            if isinstance(ca, tuple) and isinstance(cb, tuple):
+                tol = max(1e-9 * max(abs(ca[0]), abs(cb[0])),
+                          1.000001 * 10 ** -max(ca[1], cb[1]) if ca[1] else 0)
+                if abs(ca[0] - cb[0]) > tol:
+                    return False
+            elif ca != cb:
+                return False
+    return True
 
 
 def tree_bytes(path):
@@ -315,11 +343,12 @@ def main():
                         answers[key] = ans
                 med = [statistics.median(runs[k]) for k in ("local", "one", "cluster")]
                 tot = [a + b for a, b in zip(tot, med)]
-                same = answers["local"] is not None and \
-                    answers["local"] == answers["one"] == answers["cluster"]
+                same = same_answer(answers["local"], answers["one"]) and \
+                    same_answer(answers["local"], answers["cluster"])
                 if not same:
                     failed = [k for k, a in answers.items() if a is None]
-                    differ = [k for k in ("one", "cluster") if answers[k] != answers["local"]]
+                    differ = [k for k in ("one", "cluster")
+                              if not same_answer(answers["local"], answers[k])]
                     disagree.append(f"{n:,} requests, report {r}: " + (
                         f"failed on {', '.join(failed)}" if failed else
                         f"the answer on {' and '.join(differ)} differs from the local dir's"))
