@@ -702,3 +702,57 @@ fn query_api_is_read_only_and_bounded_and_the_server_survives() {
         assert_eq!(r.status(), 400);
     });
 }
+
+/// Strings are read as views inside a query (`src/query/views.rs`) but answers keep `Utf8`,
+/// and the joins on request ids answer: over stored files and rows still buffered.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_keep_utf8_and_joins_on_ids_answer_over_files_and_buffer() {
+    use arrow::datatypes::DataType;
+    use switchyard::prices::PriceCatalog;
+    use switchyard::query::{QueryConfig, QueryEngine};
+    use switchyard::store::{Location, Store, StoreConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated_store(dir.path(), "data", &["--requests", "300", "--seed", "3"]);
+    let loc = Location::open(data.to_str().unwrap()).unwrap();
+    let cfg = StoreConfig {
+        wal_dir: Some(dir.path().join("wal")),
+        ..Default::default()
+    };
+    let store = Store::open(loc, cfg, PriceCatalog::embedded().unwrap())
+        .await
+        .unwrap();
+    let q = QueryEngine::new(store.clone(), QueryConfig::default()).unwrap();
+    let joined = "SELECT r.model, r.request_id, count(*) AS n FROM requests r \
+                  JOIN feedback f ON f.request_id = r.request_id GROUP BY 1, 2 ORDER BY 2";
+    let stored = q.sql(joined).await.unwrap();
+    for (i, name) in [(0, "model"), (1, "request_id")] {
+        assert_eq!(stored.schema.field(i).name(), name);
+        assert_eq!(
+            stored.schema.field(i).data_type(),
+            &DataType::Utf8,
+            "{name}"
+        );
+        for b in &stored.batches {
+            assert_eq!(b.column(i).data_type(), &DataType::Utf8, "{name}");
+        }
+    }
+    let rows = switchyard::query::output::json_rows(&stored).unwrap();
+    assert!(rows.len() > 10, "{rows:?}");
+    // A buffered request reads as the stored ones do, and the union keeps the answer's types.
+    let line = r#"{"request_id":"buffered-1","ts":"2026-11-20T10:00:00Z","model":"m-buffered","prompt_tokens":1,"completion_tokens":1}"#;
+    let parsed =
+        switchyard::formats::parse_body(line.as_bytes(), switchyard::formats::Format::Auto, 0);
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    store.ingest(parsed).await.unwrap();
+    let buffered = q
+        .sql("SELECT model, request_id FROM requests WHERE model = 'm-buffered'")
+        .await
+        .unwrap();
+    let got = switchyard::query::output::json_rows(&buffered).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["request_id"], "buffered-1");
+    assert_eq!(buffered.schema.field(0).data_type(), &DataType::Utf8);
+    let again = switchyard::query::output::json_rows(&q.sql(joined).await.unwrap()).unwrap();
+    assert_eq!(again, rows, "the join over files and buffer");
+}

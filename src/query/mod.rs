@@ -8,6 +8,7 @@
 
 pub mod output;
 pub mod reports;
+mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,7 +153,8 @@ impl QueryEngine {
     }
 
     fn listing_table(&self, table: Table) -> Result<ListingTable> {
-        Ok(listing_table(self.store.location(), table)?
+        let schema = views::read_file_schema(table);
+        Ok(listing_table_as(self.store.location(), table, schema)?
             .with_cache(self.runtime.cache_manager.get_file_statistic_cache()))
     }
 
@@ -182,8 +184,14 @@ impl QueryEngine {
             }
             _ if buffer.batches(table).is_empty() => None,
             _ => Some(Arc::new(MemTable::try_new(
-                table.table_schema(),
-                vec![buffer.batches(table).to_vec()],
+                views::read_schema(table),
+                vec![
+                    buffer
+                        .batches(table)
+                        .iter()
+                        .map(|b| views::to_read(table, b))
+                        .collect::<Result<_>>()?,
+                ],
             )?)),
         };
         // `NAME_stored` and `NAME_buffered` name the two parts on their own.
@@ -191,7 +199,7 @@ impl QueryEngine {
         let Some(buffered) = buffered else {
             ctx.register_table(
                 format!("{name}_buffered"),
-                Arc::new(MemTable::try_new(table.table_schema(), vec![vec![]])?),
+                Arc::new(MemTable::try_new(views::read_schema(table), vec![vec![]])?),
             )?;
             // Nothing unflushed: the files alone, with their statistics and ordering intact.
             ctx.register_table(name, stored)?;
@@ -255,13 +263,16 @@ impl QueryEngine {
             let df = ctx.sql_with_options(sql, opts).await.map_err(classify)?;
             df.create_physical_plan().await.map_err(classify)?
         };
-        let schema = plan.schema();
+        let schema = views::answer_schema(&plan.schema());
         let task = ctx.task_ctx();
         // On its own task: the answer comes back at the deadline even while an operator is
         // busy inside one poll, and the aborted query stops at its next yield.
         let mut run = tokio::spawn(datafusion::physical_plan::collect(plan, task));
         match tokio::time::timeout(self.cfg.timeout, &mut run).await {
-            Ok(Ok(Ok(batches))) => Ok(QueryResult { schema, batches }),
+            Ok(Ok(Ok(batches))) => Ok(QueryResult {
+                batches: views::to_answer(batches, &schema)?,
+                schema,
+            }),
             Ok(Ok(Err(e))) => Err(classify(e)),
             Ok(Err(e)) => Err(Error::Internal(format!("query task: {e}"))),
             Err(_) => {
@@ -297,7 +308,7 @@ impl std::fmt::Debug for BufferedRollup {
 #[async_trait::async_trait]
 impl datafusion::catalog::TableProvider for BufferedRollup {
     fn schema(&self) -> SchemaRef {
-        self.table.table_schema()
+        views::read_schema(self.table)
     }
 
     fn table_type(&self) -> datafusion::datasource::TableType {
@@ -328,6 +339,7 @@ impl datafusion::catalog::TableProvider for BufferedRollup {
                 }
             }
         };
+        let batch = views::to_read(self.table, &batch).map_err(ext)?;
         MemTable::try_new(self.schema(), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
             .await
@@ -339,6 +351,16 @@ impl datafusion::catalog::TableProvider for BufferedRollup {
 /// The Parquet files of `table` in the data dir `loc` as a listing table (Hive partition
 /// columns, `*.parquet` only).
 pub fn listing_table(loc: &crate::store::Location, table: Table) -> Result<ListingTable> {
+    listing_table_as(loc, table, table.file_schema())
+}
+
+/// [`listing_table`] with the file columns typed as in `file_schema` (the stored types, or
+/// the same columns read as views: see [`read_schema`]).
+fn listing_table_as(
+    loc: &crate::store::Location,
+    table: Table,
+    file_schema: SchemaRef,
+) -> Result<ListingTable> {
     let url = ListingTableUrl::parse(loc.table_url(table.name()))?;
     let parts = table
         .partition_columns()
@@ -350,7 +372,7 @@ pub fn listing_table(loc: &crate::store::Location, table: Table) -> Result<Listi
         .with_table_partition_cols(parts);
     let cfg = ListingTableConfig::new(url)
         .with_listing_options(opts)
-        .with_schema(table.file_schema());
+        .with_schema(file_schema);
     Ok(ListingTable::try_new(cfg)?)
 }
 
