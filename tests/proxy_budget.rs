@@ -9,7 +9,6 @@ use switchyard::config::{Budget, Config};
 use switchyard::formats::{self, Format};
 use switchyard::prices::PriceCatalog;
 use switchyard::proxy::budget::{Admission, Budgets, OnExceed, worst_case_cost};
-use switchyard::store::{Location, Store, StoreConfig};
 
 use crate::common::{MockUpstream, Proxy, chat_body, d, fast_mock, query_csv, upstream_toml, us};
 
@@ -242,14 +241,7 @@ fn canonical(id: &str, ts: &str, key: &str, task: &str, cost: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeding_counts_todays_spend_in_parquet_and_the_buffer() {
     let dir = tempfile::tempdir().unwrap();
-    let loc = Location::open(dir.path().to_str().unwrap()).unwrap();
-    let cfg = StoreConfig {
-        wal_dir: Some(dir.path().join("wal")),
-        ..Default::default()
-    };
-    let store = Store::open(loc, cfg, PriceCatalog::embedded().unwrap())
-        .await
-        .unwrap();
+    let store = crate::common::open_store(dir.path(), &dir.path().join("wal")).await;
     let (_, clock) = clock_at("2026-12-01T12:00:00Z");
     let budgets = [
         budget(Some("team"), None, 1.0, "reject"),

@@ -708,20 +708,11 @@ fn query_api_is_read_only_and_bounded_and_the_server_survives() {
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_keep_utf8_and_joins_on_ids_answer_over_files_and_buffer() {
     use arrow::datatypes::DataType;
-    use switchyard::prices::PriceCatalog;
     use switchyard::query::{QueryConfig, QueryEngine};
-    use switchyard::store::{Location, Store, StoreConfig};
 
     let dir = tempfile::tempdir().unwrap();
     let data = generated_store(dir.path(), "data", &["--requests", "300", "--seed", "3"]);
-    let loc = Location::open(data.to_str().unwrap()).unwrap();
-    let cfg = StoreConfig {
-        wal_dir: Some(dir.path().join("wal")),
-        ..Default::default()
-    };
-    let store = Store::open(loc, cfg, PriceCatalog::embedded().unwrap())
-        .await
-        .unwrap();
+    let store = crate::common::open_store(&data, &dir.path().join("wal")).await;
     let q = QueryEngine::new(store.clone(), QueryConfig::default()).unwrap();
     let joined = "SELECT r.model, r.request_id, count(*) AS n FROM requests r \
                   JOIN feedback f ON f.request_id = r.request_id GROUP BY 1, 2 ORDER BY 2";

@@ -498,8 +498,6 @@ impl object_store::ObjectStore for FinishesOnRead {
 /// twice (a `count(*)` answered from cached file statistics would count it twice).
 #[tokio::test]
 async fn a_commit_retired_while_a_reader_lists_still_hides_the_files_it_superseded() {
-    use futures::TryStreamExt as _;
-    use object_store::ObjectStore as _;
     use object_store::ObjectStoreExt as _;
     use object_store::path::Path as ObjPath;
     use std::sync::Arc;
@@ -545,12 +543,7 @@ async fn a_commit_retired_while_a_reader_lists_still_hides_the_files_it_supersed
     });
     let view = CommittedStore::new(finishing.clone(), commits);
     let table = ObjPath::from("store/requests");
-    let listed: Vec<String> = view
-        .list(Some(&table))
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
+    let listed = names(&view, &table).await;
     assert!(
         finishing.finished.load(std::sync::atomic::Ordering::SeqCst),
         "the record was never read, so the race was not run"
@@ -561,11 +554,20 @@ async fn a_commit_retired_while_a_reader_lists_still_hides_the_files_it_supersed
         "inputs listed beside their merge"
     );
     // Once finished, a new listing agrees.
-    let again: Vec<String> = view
-        .list(Some(&table))
+    let again = names(&view, &table).await;
+    assert_eq!(again, vec![merged.to_string()]);
+}
+
+/// The paths `store` lists under `prefix`.
+async fn names(
+    store: &dyn object_store::ObjectStore,
+    prefix: &object_store::path::Path,
+) -> Vec<String> {
+    use futures::TryStreamExt as _;
+    store
+        .list(Some(prefix))
         .map_ok(|m| m.location.to_string())
         .try_collect()
         .await
-        .unwrap();
-    assert_eq!(again, vec![merged.to_string()]);
+        .unwrap()
 }

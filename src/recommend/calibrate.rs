@@ -48,7 +48,7 @@ use rand_distr::{Beta, Binomial, Distribution, StandardNormal};
 use super::choose::{best, main_plans, round, targets, task_pick, task_views};
 use super::estimate::{GAP_SPREAD_FLOOR, moments_prior, norm_quantile, se2, shrink};
 use super::split::split_halves;
-use super::{Candidate, Objective, Scope, Target};
+use super::{Calibration, Candidate, Objective, Scope, Target};
 
 /// The largest `z` searched; a replicate that misses the target even there never holds.
 const Z_MAX: f64 = 6.0;
@@ -70,18 +70,16 @@ pub(super) fn calibrate(cands: &[Candidate], obj: &mut Objective) {
     report.normal_z = Some(round(normal_z, 3));
     let mut sorted: Vec<Candidate> = cands.to_vec();
     sorted.sort_by(|a, b| (&a.task, &a.model).cmp(&(&b.task, &b.model)));
-    let (correction, units) = calibrated(&sorted, obj, report.draws, report.seed);
     let inner = Objective {
         calibration: None,
         ..obj.clone()
     };
-    let halves = split_halves(&sorted, &inner, report.draws, report.seed, BISECT_STEPS);
-    let split_z = (halves.iter().map(|u| u.1).sum::<f64>() > 0.0)
-        .then(|| up(smallest_z(&halves, obj.confidence)));
-    let judged: f64 = units.iter().map(|u| u.1).sum();
-    if judged > 0.0 {
+    let (correction, units) = calibrated(&sorted, &inner, report.draws, report.seed);
+    if weight(&units) > 0.0 {
         let z = up((smallest_z(&units, obj.confidence) + correction).clamp(0.0, Z_MAX));
         report.calibrated_z = Some(z);
+        let halves = split_halves(&sorted, &inner, report.draws, report.seed, BISECT_STEPS);
+        let split_z = (weight(&halves) > 0.0).then(|| up(smallest_z(&halves, obj.confidence)));
         // Never below the normal quantile, except where both checks find that the policy
         // holds the target without any guard: the resampled windows (the structure the logs
         // suggest) and the split halves (the real one, through half the samples). Applied
@@ -97,17 +95,15 @@ pub(super) fn calibrate(cands: &[Candidate], obj: &mut Objective) {
         report.note = None;
     } else {
         obj.z = normal_z;
-        report.calibrated_z = None;
-        report.split_half_z = None;
-        report.split_half_held_share = None;
-        report.correction = None;
-        report.held_share = None;
-        report.normal_held_share = None;
-        report.note = Some(if report.draws == 0 {
-            "calibration turned off (0 draws)".to_string()
-        } else {
-            "no quality feedback to judge a fresh window on".to_string()
-        });
+        report = Calibration {
+            normal_z: report.normal_z,
+            note: Some(if report.draws == 0 {
+                "calibration turned off (0 draws)".to_string()
+            } else {
+                "no quality feedback to judge a fresh window on".to_string()
+            }),
+            ..Calibration::new(report.draws, report.seed)
+        };
     }
     obj.calibration = Some(report);
 }
@@ -119,9 +115,13 @@ fn up(z: f64) -> f64 {
 
 /// The weighted share of judgements `(critical z, weight)` that hold at `z`.
 fn share(units: &[(f64, f64)], z: f64) -> f64 {
-    let judged: f64 = units.iter().map(|u| u.1).sum();
     let held: f64 = units.iter().filter(|u| u.0 <= z + 1e-12).map(|u| u.1).sum();
-    held / judged
+    held / weight(units)
+}
+
+/// The total weight of judgements `(critical z, weight)`.
+fn weight(units: &[(f64, f64)]) -> f64 {
+    units.iter().map(|u| u.1).sum()
 }
 
 /// The weighted `p`-quantile of `(value, weight)`: the smallest value with at least `p` of
@@ -147,22 +147,18 @@ fn smallest_z(units: &[(f64, f64)], confidence: f64) -> f64 {
 }
 
 /// The double bootstrap's correction to the calibrated `z` for `cands` (sorted by task and
-/// model) under `obj` (see the file's doc), and the top-level judgements `(critical z,
+/// model) under `inner` (the objective without its calibration; see the file's doc), and the top-level judgements `(critical z,
 /// weight)`.
 fn calibrated(
     cands: &[Candidate],
-    obj: &Objective,
+    inner: &Objective,
     draws: u32,
     seed: u64,
 ) -> (f64, Vec<(f64, f64)>) {
     let world = World::new(cands);
-    let inner = Objective {
-        calibration: None,
-        ..obj.clone()
-    };
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
     let top: Vec<Replicate> = (0..draws)
-        .map(|_| replicate(&world, &inner, &mut rng, BISECT_STEPS))
+        .map(|_| replicate(&world, inner, &mut rng, BISECT_STEPS))
         .collect();
     // The double bootstrap: per top-level replicate, the same calibration run on its fit
     // window (as the logs are to the top level), and by how much it fell short of the
@@ -179,12 +175,12 @@ fn calibrated(
         );
         let world = World::new(fit);
         let inner_units: Vec<(f64, f64)> = (0..INNER_DRAWS)
-            .flat_map(|_| replicate(&world, &inner, &mut rng, INNER_BISECT_STEPS).1)
+            .flat_map(|_| replicate(&world, inner, &mut rng, INNER_BISECT_STEPS).1)
             .collect();
-        if inner_units.iter().map(|u| u.1).sum::<f64>() <= 0.0 {
+        if weight(&inner_units) <= 0.0 {
             continue;
         }
-        let z_inner = smallest_z(&inner_units, obj.confidence);
+        let z_inner = smallest_z(&inner_units, inner.confidence);
         shortfalls.extend(units.iter().map(|&(zc, w)| (zc - z_inner, w)));
     }
     let units: Vec<(f64, f64)> = top.into_iter().flat_map(|t| t.1).collect();
@@ -193,7 +189,7 @@ fn calibrated(
     let correction = if shortfalls.is_empty() {
         0.0
     } else {
-        quantile(&shortfalls, obj.confidence).max(0.0)
+        quantile(&shortfalls, inner.confidence).max(0.0)
     };
     (correction, units)
 }

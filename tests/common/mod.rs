@@ -328,3 +328,19 @@ impl Drop for MockUpstream {
         let _ = self.child.wait();
     }
 }
+
+/// The store at `data`, opened in this process with its WAL in `wal` and the embedded prices.
+pub async fn open_store(data: &Path, wal: &Path) -> switchyard::store::Store {
+    let loc = switchyard::store::Location::open(data.to_str().unwrap()).unwrap();
+    let cfg = switchyard::store::StoreConfig {
+        wal_dir: Some(wal.to_path_buf()),
+        ..Default::default()
+    };
+    switchyard::store::Store::open(
+        loc,
+        cfg,
+        switchyard::prices::PriceCatalog::embedded().unwrap(),
+    )
+    .await
+    .unwrap()
+}
