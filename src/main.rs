@@ -4,16 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::cli::{Cli, Command, LogFormat};
+use switchyard::cli::{Cli, LogFormat};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
-    if matches!(
-        cli.command,
-        Command::Serve(_) | Command::Proxy(_) | Command::Ingest(_)
-    ) {
-        limit_malloc_arenas();
-    }
     init_tracing(cli.global.log_format);
     // Fault injection for tests: configured only by the FAILPOINTS variable (store::faults).
     let _faults = fail::FailScenario::setup();
@@ -48,24 +46,19 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// glibc gives every thread that allocates its own arena (up to 8 per core), and memory freed
-/// into one arena is not reused by another: under ingest load the heap grows to several times
-/// the live data. One arena per core keeps the long-running server's footprint near its
-/// working set at no measured cost in throughput (see the ingest benchmark in the README).
-/// Batch `ingest` too: its parse workers and encode tasks otherwise spread the heap over a
-/// dozen arenas (peak RSS on a 1.4M-record file: 612 MB with glibc's default, 295 MB with one
-/// arena per core, same time). Other short commands keep glibc's default.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// mimalloc keeps freed memory committed for 10 ms before it returns it to the OS; under batch
+/// `ingest` (parse workers and encode tasks on every core) that held the peak RSS of a
+/// 1.44M-record import at 561 MB. Purging at once brings it to 410-427 MB at the same user CPU
+/// time (glibc's malloc with one arena per core: 348 MB, but slower queries; README,
+/// Benchmarks), and a long-running `serve` returns what a large query freed.
 #[allow(unsafe_code)]
-fn limit_malloc_arenas() {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = libc::c_int::try_from(cores).unwrap_or(2);
-    // SAFETY: mallopt only adjusts allocator tuning; it is called first thing in main, before
-    // any other thread exists, with a valid parameter and value.
+fn tune_allocator() {
+    // The `mi_option_t` value in `mimalloc.h` (the same in mimalloc 2 and 3) that
+    // libmimalloc-sys does not name.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: mi_option_set only stores an option's value; it is called first thing in main,
+    // before any other thread exists (it is not thread-safe), with an option mimalloc defines.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
     }
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
