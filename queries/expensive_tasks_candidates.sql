@@ -2,29 +2,34 @@
 -- params: $since, $until, $since_date, $until_date, $task
 -- columns: task (task label), task_cost_usd (task's total spend), task_requests (task's attempts), main_model (model serving the most attempts of the task), main_cost_per_request (USD per attempt on the main model), main_quality (main model's mean quality on the task, NULL without feedback), main_samples (its feedback rows), candidate_model (a model with a lower cost per attempt on this task), candidate_requests (its attempts on the task), candidate_samples (its feedback rows on the task), candidate_cost_per_request (USD per attempt), candidate_quality (its mean quality on the task), cost_ratio (candidate / main cost per attempt), quality_delta (candidate - main quality), projected_savings_usd ((main - candidate cost per attempt) x main model's attempts, i.e. if all main traffic had moved)
 -- notes: candidates need >= 10 attempts and >= 10 quality feedback rows on the task; tasks without any candidate do not appear.
+--        Read from the hourly rollups (requests_hourly, quality_hourly: feedback joined to its request at ingest), so the window
+--        applies to request times at hour resolution; feedback dated before $since_date is not counted.
 WITH r AS (
-    SELECT request_id, task, model, cost_usd
-    FROM requests
-    WHERE ts >= $since AND ts < $until
+    SELECT task, model,
+           SUM(requests) AS requests,
+           CAST(SUM(cost_usd) AS DOUBLE) AS cost
+    FROM requests_hourly
+    WHERE ts_hour >= $since AND ts_hour < $until
       AND date >= $since_date AND date <= $until_date
       AND ($task IS NULL OR task = $task)
+    GROUP BY task, model
 ),
--- per-request feedback sums: one left join gives attempts, cost and quality in one scan
-f AS (
-    SELECT request_id, COUNT(*) AS n, SUM(value) AS sum_v
-    FROM feedback
+q AS (
+    SELECT task, model, SUM(samples) AS n, CAST(SUM(value_sum) AS DOUBLE) AS sum_v
+    FROM quality_hourly
     WHERE metric = 'quality'
+      AND ts_hour >= $since AND ts_hour < $until
       AND date >= $since_date AND date <= $until_date
-    GROUP BY request_id
+      AND feedback_date >= $since_date
+      AND ($task IS NULL OR task = $task)
+    GROUP BY task, model
 ),
 tm AS (
-    SELECT r.task, r.model, COUNT(*) AS requests,
-           COALESCE(CAST(SUM(r.cost_usd) AS DOUBLE), 0) AS cost,
-           COALESCE(SUM(f.n), 0) AS samples,
-           SUM(f.sum_v) / NULLIF(SUM(f.n), 0) AS quality
+    SELECT r.task, r.model, r.requests, r.cost,
+           COALESCE(q.n, 0) AS samples,
+           q.sum_v / NULLIF(q.n, 0) AS quality
     FROM r
-    LEFT JOIN f ON f.request_id = r.request_id
-    GROUP BY r.task, r.model
+    LEFT JOIN q ON q.task = r.task AND q.model = r.model
 ),
 stats AS (
     SELECT tm.task, tm.model, tm.requests, tm.cost,

@@ -2,27 +2,34 @@
 -- params: $since, $until, $since_date, $until_date, $task, $model
 -- columns: policy_version (policy that chose the model; NULL = not routed by a switchyard policy), task (application task), model (model that served the attempt), requests (attempts), cost_usd (spend), samples (quality feedback rows), quality_sum (sum of quality feedback values)
 -- notes: the What changed page joins these rows with the stored policy files (policies/VERSION.json) to split exploration targets from the rest.
+--        Quality comes from quality_hourly (feedback joined to its request at ingest; request times at hour resolution,
+--        feedback dated before $since_date not counted); attempts and spend from the raw requests.
 WITH r AS (
-    SELECT request_id, policy_version, task, model, cost_usd
+    SELECT policy_version, task, model,
+           COUNT(*) AS requests,
+           COALESCE(CAST(SUM(cost_usd) AS DOUBLE), 0) AS cost_usd
     FROM requests
     WHERE ts >= $since AND ts < $until
       AND date >= $since_date AND date <= $until_date
       AND ($task IS NULL OR task = $task)
       AND ($model IS NULL OR model = $model)
+    GROUP BY policy_version, task, model
 ),
-f AS (
-    SELECT request_id, COUNT(*) AS n, SUM(value) AS sum_v
-    FROM feedback
+q AS (
+    SELECT policy_version, task, model, SUM(samples) AS n, CAST(SUM(value_sum) AS DOUBLE) AS sum_v
+    FROM quality_hourly
     WHERE metric = 'quality'
+      AND ts_hour >= $since AND ts_hour < $until
       AND date >= $since_date AND date <= $until_date
-    GROUP BY request_id
+      AND feedback_date >= $since_date
+      AND ($task IS NULL OR task = $task)
+      AND ($model IS NULL OR model = $model)
+    GROUP BY policy_version, task, model
 )
-SELECT r.policy_version, r.task, r.model,
-       COUNT(*) AS requests,
-       COALESCE(CAST(SUM(r.cost_usd) AS DOUBLE), 0) AS cost_usd,
-       COALESCE(SUM(f.n), 0) AS samples,
-       SUM(f.sum_v) AS quality_sum
+SELECT r.policy_version, r.task, r.model, r.requests, r.cost_usd,
+       COALESCE(q.n, 0) AS samples,
+       q.sum_v AS quality_sum
 FROM r
-LEFT JOIN f ON f.request_id = r.request_id
-GROUP BY r.policy_version, r.task, r.model
+LEFT JOIN q ON (q.policy_version IS NOT DISTINCT FROM r.policy_version)
+           AND q.task = r.task AND q.model = r.model
 ORDER BY r.policy_version NULLS FIRST, r.task, r.model

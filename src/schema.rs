@@ -233,6 +233,9 @@ fn quality_fields() -> Vec<Field> {
         Field::new("ts_hour", utc_ts(), false),
         s("task"),
         s("model"),
+        // NULL: the request was not routed by a switchyard policy (and rows stored before the
+        // rollup kept the version read as NULL too).
+        Field::new("policy_version", DataType::Utf8, true),
         s("metric"),
         s("feedback_date"),
         i("samples"),

@@ -257,6 +257,38 @@ fn latency_p95_by_model_equals_the_percentile_of_the_raw_rows() {
 }
 
 #[test]
+fn recommend_inputs_p95_is_within_one_percent_of_the_exact_percentile() {
+    let mut by_pair: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for r in raw_rows() {
+        if r.status.is_some_and(|s| (200..300).contains(&s))
+            && let Some(l) = r.latency
+        {
+            by_pair.entry((r.task, r.model)).or_default().push(l);
+        }
+    }
+    let got = rows(&report_csv("recommend_inputs", &[]));
+    let mut checked = 0;
+    for g in got {
+        let key = (g["task"].clone(), g["model"].clone());
+        let Some(v) = by_pair.get_mut(&key) else {
+            assert_eq!(g["p95_latency_ms"], "", "{key:?}: no successful attempt");
+            continue;
+        };
+        v.sort_by(f64::total_cmp);
+        let want = percentile_cont(v, 0.95);
+        let reported: f64 = g["p95_latency_ms"].parse().unwrap();
+        // Read from the histograms: each value within 1% of its bucket's midpoint.
+        assert!(
+            (reported - want).abs() <= want * 0.01 + 0.05,
+            "{key:?}: p95 {reported} vs exact {want} over {} values",
+            v.len()
+        );
+        checked += 1;
+    }
+    assert!(checked > 200, "only {checked} pairs");
+}
+
+#[test]
 fn quality_by_task_model_equals_an_independent_join() {
     let feedback = query_csv(
         dataset(),
@@ -438,32 +470,87 @@ fn rollups_answer_what_the_raw_rows_answer_including_unflushed_rows() {
     });
 }
 
-/// Per (task, model, feedback date): feedback rows joined to their request, their sum and sum
-/// of squares, by the raw tables' join and by the quality rollup.
-const QUALITY_RAW: &str = "SELECT r.task, r.model, f.date, count(*), sum(f.value), \
-    sum(f.value * f.value), sum(CASE WHEN f.value = 1 THEN 1 ELSE 0 END) \
+/// Per (task, model, policy version, feedback date): feedback rows joined to their request,
+/// their sum and sum of squares, by the raw tables' join and by the quality rollup.
+const QUALITY_RAW: &str = "SELECT r.task, r.model, r.policy_version, f.date, count(*), \
+    sum(f.value), sum(f.value * f.value), sum(CASE WHEN f.value = 1 THEN 1 ELSE 0 END) \
     FROM requests r JOIN feedback f ON f.request_id = r.request_id \
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
-const QUALITY_ROLLUP: &str = "SELECT task, model, feedback_date, sum(samples), \
-    CAST(sum(value_sum) AS DOUBLE), CAST(sum(value_sq_sum) AS DOUBLE), sum(successes) FROM quality_hourly GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4";
+const QUALITY_ROLLUP: &str = "SELECT task, model, policy_version, feedback_date, sum(samples), \
+    CAST(sum(value_sum) AS DOUBLE), CAST(sum(value_sq_sum) AS DOUBLE), sum(successes) \
+    FROM quality_hourly GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4";
+/// Per (policy version, task, model): attempts, spend, quality feedback rows and their sum, by
+/// the raw tables' join (what `policy_version_tasks` computed before it read the rollup).
+const POLICY_RAW: &str = "WITH f AS (SELECT request_id, count(*) AS n, sum(value) AS v \
+    FROM feedback WHERE metric = 'quality' GROUP BY request_id) \
+    SELECT r.policy_version, r.task, r.model, count(*), \
+    COALESCE(CAST(sum(r.cost_usd) AS DOUBLE), 0), COALESCE(sum(f.n), 0), sum(f.v) \
+    FROM requests r LEFT JOIN f ON f.request_id = r.request_id \
+    GROUP BY 1, 2, 3 ORDER BY 1 NULLS FIRST, 2, 3";
+
+/// Asserts two answers have the same rows: equal `keys` columns (a prefix), equal counts in
+/// `exact`, sums within 1e-9 in `close` (NULL only where the other is NULL).
+fn assert_same_rows(
+    what: &str,
+    a: &[Vec<serde_json::Value>],
+    b: &[Vec<serde_json::Value>],
+    keys: usize,
+    exact: &[usize],
+    close: &[usize],
+) {
+    assert_eq!(a.len(), b.len(), "{what}: rows");
+    for (a, b) in a.iter().zip(b) {
+        assert_eq!(a[..keys], b[..keys], "{what}");
+        for &i in exact {
+            assert_eq!(num(&a[i]), num(&b[i]), "{what}: {a:?} vs {b:?}");
+        }
+        for &i in close {
+            if a[i].is_null() || b[i].is_null() {
+                assert_eq!(a[i], b[i], "{what}");
+            } else {
+                let (x, y) = (num(&a[i]), num(&b[i]));
+                assert!((x - y).abs() < 1e-9, "{what}: {a:?} vs {b:?}");
+            }
+        }
+    }
+}
 
 async fn assert_quality_rollup_equals_join(c: &reqwest::Client, server: &Server, what: &str) {
     let raw = api_query(c, server, QUALITY_RAW).await;
     let rolled = api_query(c, server, QUALITY_ROLLUP).await;
     assert!(raw.len() > 20, "{what}: {} joined groups", raw.len());
-    assert_eq!(raw.len(), rolled.len(), "{what}: groups");
-    for (a, b) in raw.iter().zip(&rolled) {
-        assert_eq!(a[..3], b[..3], "{what}");
-        for i in [3, 6] {
-            assert_eq!(num(&a[i]), num(&b[i]), "{what}: {a:?} vs {b:?}");
-        }
-        for i in [4, 5] {
-            assert!(
-                (num(&a[i]) - num(&b[i])).abs() < 1e-9,
-                "{what}: {a:?} vs {b:?}"
-            );
-        }
-    }
+    assert_same_rows(what, &raw, &rolled, 4, &[4, 7], &[5, 6]);
+    assert!(
+        rolled.iter().any(|r| r[2].is_null()) && rolled.iter().any(|r| !r[2].is_null()),
+        "{what}: routed and unrouted feedback"
+    );
+    // The policy reports read the rollup: they answer what the join answers.
+    let r = c
+        .get(server.url("/api/reports/policy_version_tasks"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{what}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    let report: Vec<Vec<serde_json::Value>> = serde_json::from_value(body["rows"].clone()).unwrap();
+    let raw = api_query(c, server, POLICY_RAW).await;
+    let what = format!("{what}: policy_version_tasks");
+    assert_same_rows(&what, &raw, &report, 3, &[3, 5], &[4, 6]);
+}
+
+/// Request lines with a `policy_version` on two thirds of them (two versions), the rest unrouted.
+fn with_policy_versions(requests: &[&str]) -> Vec<String> {
+    requests
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if i % 3 > 0 {
+                v["policy_version"] = format!("2026-11-0{}.1", i % 3).into();
+            }
+            v.to_string()
+        })
+        .collect()
 }
 
 #[test]
@@ -473,6 +560,8 @@ fn quality_rollup_equals_the_join_with_feedback_early_late_and_unflushed() {
     let (requests, feedback): (Vec<&str>, Vec<&str>) =
         body.lines().partition(|l| l.contains("\"model\""));
     assert!(feedback.len() > 1000);
+    let routed = with_policy_versions(&requests);
+    let requests: Vec<&str> = routed.iter().map(String::as_str).collect();
     let data = dir.path().join("data");
     let (r1, r2) = requests.split_at(requests.len() / 2);
     let first_ids: std::collections::HashSet<String> = r1

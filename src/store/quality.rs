@@ -1,10 +1,10 @@
-//! The quality rollup, `quality_hourly`: per request hour × task × model × metric × feedback
-//! date, the feedback rows joined to their request (`samples`), the sum and the sum of squares
+//! The quality rollup, `quality_hourly`: per request hour × task × model × policy version ×
+//! metric × feedback date, the feedback rows joined to their request (`samples`), the sum and the sum of squares
 //! of their values, how many were exactly 1 (`successes`) and how many were neither 0 nor 1
 //! (`non_binary`). Quality reports read it instead of joining every request with every
 //! feedback row.
 //!
-//! A feedback row learns its request's hour, task and model by `request_id`, whichever
+//! A feedback row learns its request's hour, task, model and policy version by `request_id`, whichever
 //! arrives first. Each (request, feedback) pair is rolled up exactly once, by the flush that
 //! stores the later of the two:
 //!
@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
@@ -41,7 +41,7 @@ use crate::schema::Table;
 
 mod cells;
 pub use cells::SUM_SCALE;
-use cells::{Cells, DAY_US, cells_batch};
+use cells::{Cells, DAY_US, Group, cells_batch};
 
 const HOUR_US: i64 = 3_600_000_000;
 /// Requests the index of recently flushed requests keeps (about 40 bytes each); older ones
@@ -51,14 +51,45 @@ pub const INDEX_KEYS: usize = 1 << 20;
 /// once in this many flushes (once a minute at the default flush interval).
 pub const RECHECK_FLUSHES: u32 = 6;
 
-/// Column positions of the `requests` and `feedback` batches used here.
+/// Column positions of the `feedback` batches used here.
 mod col {
     pub const REQUEST_ID: usize = 0;
     pub const TS: usize = 1;
-    pub const MODEL: usize = 2;
-    pub const TASK: usize = 4;
     pub const METRIC: usize = 2;
     pub const VALUE: usize = 3;
+}
+
+/// The columns of a `requests` batch that place its feedback: id, start, and the group.
+struct RequestColumns<'a> {
+    id: &'a arrow::array::StringArray,
+    ts: &'a arrow::array::TimestampMicrosecondArray,
+    task: &'a arrow::array::StringArray,
+    model: &'a arrow::array::StringArray,
+    policy_version: &'a arrow::array::StringArray,
+}
+
+impl<'a> RequestColumns<'a> {
+    fn of(b: &'a RecordBatch) -> Result<Self> {
+        let column = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| Error::Internal(format!("requests batch without `{name}`")))
+        };
+        Ok(RequestColumns {
+            id: column("request_id")?.as_string::<i32>(),
+            ts: column("ts")?.as_primitive::<TimestampMicrosecondType>(),
+            task: column("task")?.as_string::<i32>(),
+            model: column("model")?.as_string::<i32>(),
+            policy_version: column("policy_version")?.as_string::<i32>(),
+        })
+    }
+
+    fn hour(&self, i: usize) -> i64 {
+        self.ts.value(i).div_euclid(HOUR_US) * HOUR_US
+    }
+
+    fn policy_version(&self, i: usize) -> Option<&'a str> {
+        (!self.policy_version.is_null(i)).then(|| self.policy_version.value(i))
+    }
 }
 
 /// Where a request's feedback goes: its hour and its (task, model).
@@ -95,13 +126,20 @@ fn key_of(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
-/// The store's quality state: the request index, the (task, model) names and the stored
-/// unmatched feedback.
+/// The ids of the groups of one (task, model), by policy version.
+#[derive(Default)]
+struct ByPolicy {
+    unrouted: Option<u32>,
+    routed: HashMap<String, u32>,
+}
+
+/// The store's quality state: the request index, the (task, model, policy version) groups
+/// and the stored unmatched feedback.
 #[derive(Default)]
 pub struct QualityState {
     index: RequestIndex,
-    groups: Vec<(String, String)>,
-    group_ids: HashMap<String, HashMap<String, u32>>,
+    groups: Vec<Group>,
+    group_ids: HashMap<String, HashMap<String, ByPolicy>>,
     /// `None` until read from the store.
     unmatched: Option<Unmatched>,
     /// Flushes since unmatched rows were last looked up among stored requests.
@@ -123,17 +161,34 @@ impl Unmatched {
 }
 
 impl QualityState {
-    /// The id of a (task, model) pair; allocates only for a pair never seen.
-    fn group(&mut self, task: &str, model: &str) -> u32 {
-        if let Some(g) = self.group_ids.get(task).and_then(|m| m.get(model)) {
-            return *g;
+    /// The id of a (task, model, policy version) group; allocates only for one never seen.
+    fn group(&mut self, task: &str, model: &str, policy_version: Option<&str>) -> u32 {
+        let known = self.group_ids.get(task).and_then(|m| m.get(model));
+        let found = known.and_then(|p| match policy_version {
+            None => p.unrouted,
+            Some(v) => p.routed.get(v).copied(),
+        });
+        if let Some(g) = found {
+            return g;
         }
         let g = self.groups.len() as u32;
-        self.groups.push((task.to_string(), model.to_string()));
-        self.group_ids
+        self.groups.push(Group {
+            task: task.to_string(),
+            model: model.to_string(),
+            policy_version: policy_version.map(str::to_string),
+        });
+        let by_policy = self
+            .group_ids
             .entry(task.to_string())
             .or_default()
-            .insert(model.to_string(), g);
+            .entry(model.to_string())
+            .or_default();
+        match policy_version {
+            None => by_policy.unrouted = Some(g),
+            Some(v) => {
+                by_policy.routed.insert(v.to_string(), g);
+            }
+        }
         g
     }
 }
@@ -207,17 +262,14 @@ async fn match_rows(
     {
         let mut state = store.quality_state();
         for b in requests {
-            let ids = b.column(col::REQUEST_ID).as_string::<i32>();
-            let ts = b.column(col::TS).as_primitive::<TimestampMicrosecondType>();
-            let task = b.column(col::TASK).as_string::<i32>();
-            let model = b.column(col::MODEL).as_string::<i32>();
+            let c = RequestColumns::of(b)?;
             for i in 0..b.num_rows() {
                 let slot = Slot {
-                    hour: ts.value(i).div_euclid(HOUR_US) * HOUR_US,
-                    group: state.group(task.value(i), model.value(i)),
+                    hour: c.hour(i),
+                    group: state.group(c.task.value(i), c.model.value(i), c.policy_version(i)),
                 };
-                by_id.insert(ids.value(i), slot);
-                index_rows.push((key_of(ids.value(i)), slot));
+                by_id.insert(c.id.value(i), slot);
+                index_rows.push((key_of(c.id.value(i)), slot));
             }
         }
         // Stored unmatched rows: the new requests, or (on a recheck) the stored files.
@@ -258,10 +310,10 @@ async fn match_rows(
         for n in misses {
             let (id, metric, v, day, bi, i) = &fb[n];
             match looked_up.get(*id) {
-                Some((hour, task, model)) => {
-                    let group = state.group(task, model);
+                Some(found) => {
+                    let group = state.group(&found.task, &found.model, found.policy_version());
                     cells
-                        .entry((*hour, group, metric, *day))
+                        .entry((found.hour, group, metric, *day))
                         .or_default()
                         .add(*v);
                 }
@@ -270,10 +322,10 @@ async fn match_rows(
         }
         for n in old_misses {
             let (id, metric, v, day, bi, i) = &old[n];
-            if let Some((hour, task, model)) = looked_up.get(*id) {
-                let group = state.group(task, model);
+            if let Some(found) = looked_up.get(*id) {
+                let group = state.group(&found.task, &found.model, found.policy_version());
                 cells
-                    .entry((*hour, group, metric, *day))
+                    .entry((found.hour, group, metric, *day))
                     .or_default()
                     .add(*v);
                 keep_old[*bi][*i] = false;
@@ -324,19 +376,14 @@ pub async fn repeats(
         Table::Feedback,
         &arrow::compute::concat_batches(&repeats[0].schema(), repeats)?,
     );
-    let mut groups: Vec<(String, String)> = Vec::new();
-    let mut group_ids: HashMap<(&str, &str), u32> = HashMap::new();
+    let mut state = QualityState::default();
     let mut cells: Cells = HashMap::new();
     let mut keep = std::collections::HashSet::new();
     for ((id, metric, v, day, _, _), (_, key)) in rows.iter().zip(keys) {
         match found.get(*id) {
-            Some((hour, task, model)) => {
-                let next = group_ids.len() as u32;
-                let g = *group_ids.entry((task, model)).or_insert(next);
-                if g == next {
-                    groups.push((task.clone(), model.clone()));
-                }
-                cells.entry((*hour, g, metric, *day)).or_default().add(*v);
+            Some(f) => {
+                let g = state.group(&f.task, &f.model, f.policy_version());
+                cells.entry((f.hour, g, metric, *day)).or_default().add(*v);
             }
             None => {
                 keep.insert(key);
@@ -344,18 +391,29 @@ pub async fn repeats(
         }
     }
     let rolled = (!cells.is_empty())
-        .then(|| cells_batch(cells, &groups))
+        .then(|| cells_batch(cells, &state.groups))
         .transpose()?;
     Ok((rolled, keep))
+}
+
+/// Where a stored request's feedback goes.
+struct Found {
+    hour: i64,
+    task: String,
+    model: String,
+    policy_version: Option<String>,
+}
+
+impl Found {
+    fn policy_version(&self) -> Option<&str> {
+        self.policy_version.as_deref()
+    }
 }
 
 /// Finds stored requests by id (bloom filters on `request_id` prune the files), listing
 /// again when a file the listing named was moved by a commit meanwhile (another node's
 /// compaction, in a bucket).
-async fn lookup(
-    loc: &Location,
-    ids: Vec<String>,
-) -> Result<HashMap<String, (i64, String, String)>> {
+async fn lookup(loc: &Location, ids: Vec<String>) -> Result<HashMap<String, Found>> {
     use datafusion::prelude::{SessionContext, col, lit};
     let mut out = HashMap::new();
     if ids.is_empty() {
@@ -369,24 +427,22 @@ async fn lookup(
         Ok(ctx
             .read_table(Arc::new(table))?
             .filter(col("request_id").in_list(wanted.clone(), false))?
-            .select_columns(&["request_id", "ts", "model", "task"])?
+            .select_columns(&["request_id", "ts", "model", "task", "policy_version"])?
             .collect()
             .await?)
     })
     .await?;
     for b in &batches {
-        let ids = b.column(0).as_string::<i32>();
-        let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
-        let model = b.column(2).as_string::<i32>();
-        let task = b.column(3).as_string::<i32>();
+        let c = RequestColumns::of(b)?;
         for i in 0..b.num_rows() {
             out.insert(
-                ids.value(i).to_string(),
-                (
-                    ts.value(i).div_euclid(HOUR_US) * HOUR_US,
-                    task.value(i).to_string(),
-                    model.value(i).to_string(),
-                ),
+                c.id.value(i).to_string(),
+                Found {
+                    hour: c.hour(i),
+                    task: c.task.value(i).to_string(),
+                    model: c.model.value(i).to_string(),
+                    policy_version: c.policy_version(i).map(str::to_string),
+                },
             );
         }
     }

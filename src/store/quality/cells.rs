@@ -14,6 +14,15 @@ use super::HOUR_US;
 use crate::error::Result;
 use crate::schema::{Table, partition_of};
 
+/// What a cell's feedback is grouped by besides its hour, metric and day: its request's task,
+/// model and policy version.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Group {
+    pub task: String,
+    pub model: String,
+    pub policy_version: Option<String>,
+}
+
 /// One rolled-up cell.
 #[derive(Default, Clone, Copy)]
 pub(super) struct Acc {
@@ -47,8 +56,8 @@ pub(super) const DAY_US: i64 = 24 * HOUR_US;
 /// (request hour, group, metric, feedback day number) → cell.
 pub(super) type Cells<'a> = HashMap<(i64, u32, &'a str, i64), Acc>;
 
-/// The rollup rows (table schema) of some cells; `groups` names the (task, model) ids.
-pub(super) fn cells_batch(cells: Cells, groups: &[(String, String)]) -> Result<RecordBatch> {
+/// The rollup rows (table schema) of some cells; `groups` names the group ids.
+pub(super) fn cells_batch(cells: Cells, groups: &[Group]) -> Result<RecordBatch> {
     let mut rows: Vec<_> = cells.into_iter().collect();
     rows.sort_unstable_by(|a, b| {
         let (ka, kb) = (&a.0, &b.0);
@@ -56,7 +65,13 @@ pub(super) fn cells_batch(cells: Cells, groups: &[(String, String)]) -> Result<R
     });
     let n = rows.len();
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut strs: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+    let [
+        mut task,
+        mut model,
+        mut policy_version,
+        mut metric,
+        mut feedback_date,
+    ] = std::array::from_fn(|_| StringBuilder::new());
     let mut samples = Int64Builder::with_capacity(n);
     let decimal = || Decimal128Builder::with_capacity(n).with_precision_and_scale(38, SUM_SCALE);
     let mut sum = decimal()?;
@@ -65,18 +80,14 @@ pub(super) fn cells_batch(cells: Cells, groups: &[(String, String)]) -> Result<R
     let mut non_binary = Int64Builder::with_capacity(n);
     let mut hour = StringBuilder::new();
     let mut date = StringBuilder::new();
-    for ((h, group, metric, day), a) in &rows {
-        let (task, model) = &groups[*group as usize];
+    for ((h, group, m, day), a) in &rows {
+        let g = &groups[*group as usize];
         ts.append_value(*h);
-        let feedback_date = partition_of(day * DAY_US).0;
-        for (b, v) in strs.iter_mut().zip([
-            task.as_str(),
-            model.as_str(),
-            metric,
-            feedback_date.as_str(),
-        ]) {
-            b.append_value(v);
-        }
+        task.append_value(&g.task);
+        model.append_value(&g.model);
+        policy_version.append_option(g.policy_version.as_deref());
+        metric.append_value(m);
+        feedback_date.append_value(partition_of(day * DAY_US).0);
         samples.append_value(a.samples);
         sum.append_value(a.sum);
         sum_sq.append_value(a.sum_sq);
@@ -87,7 +98,9 @@ pub(super) fn cells_batch(cells: Cells, groups: &[(String, String)]) -> Result<R
         date.append_value(d);
     }
     let mut cols: Vec<ArrayRef> = vec![Arc::new(ts.finish())];
-    cols.extend(strs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    for mut b in [task, model, policy_version, metric, feedback_date] {
+        cols.push(Arc::new(b.finish()));
+    }
     cols.push(Arc::new(samples.finish()));
     cols.push(Arc::new(sum.finish()));
     cols.push(Arc::new(sum_sq.finish()));
