@@ -28,6 +28,7 @@ mod proxy_reload;
 mod proxy_routing;
 mod proxy_sink;
 mod proxy_usage;
+mod query_bounds;
 mod readers;
 mod recommend;
 mod reports;

@@ -59,7 +59,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let q = state.query.metrics();
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let (dedupe_keys, dedupe_bytes) = state.store.dedupe_usage();
-    let rows: [(&str, &str, &str, f64); 20] = [
+    let rows: [(&str, &str, &str, f64); 21] = [
         (
             "switchyard_ingested_records_total",
             "counter",
@@ -177,6 +177,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "counter",
             "Queries stopped by their time or memory bound.",
             g(&q.limited) as f64,
+        ),
+        (
+            "switchyard_queries_running",
+            "gauge",
+            "Queries executing now.",
+            g(&q.running) as f64,
         ),
         (
             "switchyard_queries_failed_total",

@@ -17,6 +17,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::MemTable;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -79,6 +80,25 @@ pub struct QueryMetrics {
     pub rejected: std::sync::atomic::AtomicU64,
     pub limited: std::sync::atomic::AtomicU64,
     pub failed: std::sync::atomic::AtomicU64,
+    /// Queries executing now: a query stops when its caller goes away (a client that
+    /// disconnected), not only at its time bound.
+    pub running: std::sync::atomic::AtomicU64,
+}
+
+/// Counts a query in [`QueryMetrics::running`] while it is alive, however it ends.
+struct Running(Arc<QueryMetrics>);
+
+impl Running {
+    fn start(metrics: &Arc<QueryMetrics>) -> Self {
+        metrics.running.fetch_add(1, Ordering::Relaxed);
+        Running(metrics.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl QueryEngine {
@@ -266,22 +286,25 @@ impl QueryEngine {
         let schema = views::answer_schema(&plan.schema());
         let task = ctx.task_ctx();
         // On its own task: the answer comes back at the deadline even while an operator is
-        // busy inside one poll, and the aborted query stops at its next yield.
-        let mut run = tokio::spawn(datafusion::physical_plan::collect(plan, task));
-        match tokio::time::timeout(self.cfg.timeout, &mut run).await {
+        // busy inside one poll. The task is aborted when its handle is dropped (at the
+        // deadline, or when the caller's future is: an HTTP client that went away), and the
+        // query stops at its next yield.
+        let running = Running::start(&self.metrics);
+        let run = SpawnedTask::spawn(async move {
+            let _running = running;
+            datafusion::physical_plan::collect(plan, task).await
+        });
+        match tokio::time::timeout(self.cfg.timeout, run).await {
             Ok(Ok(Ok(batches))) => Ok(QueryResult {
                 batches: views::to_answer(batches, &schema)?,
                 schema,
             }),
             Ok(Ok(Err(e))) => Err(classify(e)),
             Ok(Err(e)) => Err(Error::Internal(format!("query task: {e}"))),
-            Err(_) => {
-                run.abort();
-                Err(Error::QueryLimit(format!(
-                    "query exceeded its time limit of {} ms",
-                    self.cfg.timeout.as_millis()
-                )))
-            }
+            Err(_) => Err(Error::QueryLimit(format!(
+                "query exceeded its time limit of {} ms",
+                self.cfg.timeout.as_millis()
+            ))),
         }
     }
 }
