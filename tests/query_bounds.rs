@@ -144,16 +144,7 @@ fn a_query_stops_when_its_client_goes_away() {
             .post(server.url("/api/query"))
             .json(&serde_json::json!({ "sql": endless }))
             .send();
-        let watch = async {
-            let deadline = Instant::now() + Duration::from_secs(3);
-            let mut seen = 0.0;
-            while Instant::now() < deadline && seen < 1.0 {
-                seen = running().await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            seen
-        };
-        let (answer, seen) = tokio::join!(call, watch);
+        let (answer, seen) = tokio::join!(call, gauge_reaches(&running, 1.0, 3));
         assert!(
             answer.unwrap_err().is_timeout(),
             "the query should still run"
@@ -162,15 +153,25 @@ fn a_query_stops_when_its_client_goes_away() {
             seen, 1.0,
             "the running query shows in switchyard_queries_running"
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut left = running().await;
-        while left > 0.0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            left = running().await;
-        }
+        let left = gauge_reaches(&running, 0.0, 20).await;
         assert_eq!(left, 0.0, "the query outlived its client");
         // The server answers as before.
         let rows = api_query(&c, &server, "SELECT count(*) FROM requests").await;
         assert!(num(&rows[0][0]) >= 2000.0);
     });
+}
+
+/// Polls `read` until it returns `want` or `secs` pass; the last value read.
+async fn gauge_reaches<F: std::future::Future<Output = f64>>(
+    read: impl Fn() -> F,
+    want: f64,
+    secs: u64,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = read().await;
+    while last != want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        last = read().await;
+    }
+    last
 }

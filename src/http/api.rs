@@ -59,7 +59,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let q = state.query.metrics();
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let (dedupe_keys, dedupe_bytes) = state.store.dedupe_usage();
-    let rows: [(&str, &str, &str, f64); 21] = [
+    let rows: &[(&str, &str, &str, f64)] = &[
         (
             "switchyard_ingested_records_total",
             "counter",
@@ -192,7 +192,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         ),
     ];
     let mut s = String::new();
-    for (name, kind, help, v) in rows {
+    for &(name, kind, help, v) in rows {
         crate::metrics::render_value(&mut s, name, kind, help, v);
     }
     m.flush_seconds.render(
