@@ -2,14 +2,14 @@
 -- params: $since, $until, $since_date, $until_date, $task, $model
 -- columns: policy_version (policy that chose the model; NULL = not routed by a switchyard policy), task (application task), model (model that served the attempt), requests (attempts), cost_usd (spend), samples (quality feedback rows), quality_sum (sum of quality feedback values)
 -- notes: the What changed page joins these rows with the stored policy files (policies/VERSION.json) to split exploration targets from the rest.
---        Quality comes from quality_hourly (feedback joined to its request at ingest; request times at hour resolution,
---        feedback dated before $since_date not counted); attempts and spend from the raw requests.
+--        Read from the rollups, request times at hour resolution: attempts and spend from requests_hourly, quality from
+--        quality_hourly (feedback joined to its request at ingest; feedback dated before $since_date not counted).
 WITH r AS (
     SELECT policy_version, task, model,
-           COUNT(*) AS requests,
+           SUM(requests) AS requests,
            COALESCE(CAST(SUM(cost_usd) AS DOUBLE), 0) AS cost_usd
-    FROM requests
-    WHERE ts >= $since AND ts < $until
+    FROM requests_hourly
+    WHERE ts_hour >= $since AND ts_hour < $until
       AND date >= $since_date AND date <= $until_date
       AND ($task IS NULL OR task = $task)
       AND ($model IS NULL OR model = $model)

@@ -159,6 +159,15 @@ impl Table {
 /// Precision of summed costs in the rollups (what `SUM` of `cost_usd` gives).
 pub const COST_SUM_PRECISION: u8 = 28;
 
+/// The token counts of a request, summed per group in `requests_hourly` under the same names.
+pub const TOKEN_COLUMNS: [&str; 5] = [
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+];
+
 fn hourly_fields() -> Vec<Field> {
     let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
     let i = |n: &str| Field::new(n, DataType::Int64, false);
@@ -169,18 +178,14 @@ fn hourly_fields() -> Vec<Field> {
         s("task", false),
         s("key_id", true),
         s("team_id", true),
+        // NULL also in files written before the rollup kept them.
+        s("policy_version", true),
+        s("route", true),
     ];
-    for n in [
-        "requests",
-        "errors",
-        "retries",
-        "streamed",
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "cache_write_tokens",
-        "reasoning_tokens",
-    ] {
+    for n in ["requests", "errors", "retries", "streamed"]
+        .into_iter()
+        .chain(TOKEN_COLUMNS)
+    {
         f.push(i(n));
     }
     f.push(Field::new(
@@ -193,6 +198,9 @@ fn hourly_fields() -> Vec<Field> {
     f.push(i("latency_count"));
     f.push(Field::new("ttft_ms_sum", DataType::Float64, false));
     f.push(i("ttft_count"));
+    // First and last `ts` of the group's attempts (NULL in files written before).
+    f.push(Field::new("first_ts", utc_ts(), true));
+    f.push(Field::new("last_ts", utc_ts(), true));
     f.push(Field::new("hour", DataType::Utf8, false));
     f
 }

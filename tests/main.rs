@@ -32,6 +32,7 @@ mod query_bounds;
 mod readers;
 mod recommend;
 mod reports;
+mod rollups;
 mod s3_store;
 mod schema;
 mod stalls;

@@ -124,14 +124,17 @@ fn targets_json(t: &[crate::recommend::Target]) -> Vec<Value> {
         .collect()
 }
 
-/// Requests per day per task at current traffic: the last day's, scaled up when the data is
-/// younger than a day.
+/// Requests per day per task at current traffic: those of the hours that began in the last
+/// day (read from `requests_hourly`), over the time since their first attempt, scaled up
+/// when the data is younger than a day.
 async fn daily_rates(state: &AppState) -> Result<HashMap<String, f64>, Error> {
     let r = state
         .query
         .sql(
-            "SELECT task, COUNT(*) AS n, to_unixtime(MIN(ts)) AS first_s \
-             FROM requests WHERE ts >= now() - INTERVAL '1 day' GROUP BY task",
+            "SELECT task, SUM(requests) AS n, \
+             to_unixtime(MIN(COALESCE(first_ts, ts_hour))) AS first_s \
+             FROM requests_hourly WHERE ts_hour >= now() - INTERVAL '1 day' \
+             AND date >= CAST(CAST(now() - INTERVAL '1 day' AS DATE) AS VARCHAR) GROUP BY task",
         )
         .await?;
     let rows = output::json_rows(&r)?;

@@ -1,10 +1,11 @@
 //! Hourly rollups of `requests`, written at flush beside the rows they summarise, so
 //! dashboards and long-range reports read thousands of rows instead of millions.
 //!
-//! - `requests_hourly`: per hour × model × provider × task × key × team: attempts, errors
-//!   (status outside 2xx, or an error without a status), retries (`attempt > 1`), streamed
-//!   attempts, token sums, exact cost (`unpriced` counts rows without one), latency and TTFT
-//!   sums and counts.
+//! - `requests_hourly`: per hour × model × provider × task × key × team × policy version ×
+//!   route: attempts, errors (status outside 2xx, or an error without a status), retries
+//!   (`attempt > 1`), streamed attempts, token sums, exact cost (`unpriced` counts rows
+//!   without one), latency and TTFT sums and counts, and the first and last `ts` of the
+//!   group's attempts.
 //! - `latency_hourly`: per hour × model × task × key, histograms of `latency_ms` and `ttft_ms`
 //!   of successful (2xx) attempts in logarithmic buckets: bucket `b` holds values in
 //!   `(γ^(b-1), γ^b]` with γ = 1.02, so any percentile read from the buckets (as
@@ -32,7 +33,7 @@ use arrow::datatypes::{
 
 use crate::error::Result;
 use crate::record::COST_SCALE;
-use crate::schema::{COST_SUM_PRECISION, Table, partition_of};
+use crate::schema::{COST_SUM_PRECISION, TOKEN_COLUMNS, Table, partition_of};
 
 /// Growth factor between histogram buckets.
 pub const GAMMA: f64 = 1.02;
@@ -59,6 +60,7 @@ pub fn bucket_value(b: i32) -> f64 {
     }
 }
 
+/// Hour, model, provider, task, key, team, policy version, route.
 type GroupKey<'a> = (
     i64,
     &'a str,
@@ -66,9 +68,10 @@ type GroupKey<'a> = (
     &'a str,
     Option<&'a str>,
     Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
 );
 
-#[derive(Default)]
 struct Acc {
     requests: i64,
     errors: i64,
@@ -81,24 +84,35 @@ struct Acc {
     latency_count: i64,
     ttft_sum: f64,
     ttft_count: i64,
+    first_ts: i64,
+    last_ts: i64,
 }
 
-/// Column positions in the `requests` schema (file and table schema alike).
-mod col {
-    pub const TS: usize = 1;
-    pub const MODEL: usize = 2;
-    pub const PROVIDER: usize = 3;
-    pub const TASK: usize = 4;
-    pub const KEY_ID: usize = 6;
-    pub const TEAM_ID: usize = 8;
-    pub const TOKENS: usize = 10;
-    pub const COST: usize = 15;
-    pub const LATENCY: usize = 17;
-    pub const TTFT: usize = 18;
-    pub const STATUS: usize = 19;
-    pub const ERROR: usize = 20;
-    pub const STREAMED: usize = 22;
-    pub const ATTEMPT: usize = 23;
+impl Default for Acc {
+    fn default() -> Self {
+        Acc {
+            requests: 0,
+            errors: 0,
+            retries: 0,
+            streamed: 0,
+            tokens: [0; 5],
+            cost: 0,
+            unpriced: 0,
+            latency_sum: 0.0,
+            latency_count: 0,
+            ttft_sum: 0.0,
+            ttft_count: 0,
+            first_ts: i64::MAX,
+            last_ts: i64::MIN,
+        }
+    }
+}
+
+/// A column of a `requests` batch by name (file and table schema alike).
+fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    b.column_by_name(name).ok_or_else(|| {
+        crate::error::Error::Internal(format!("requests batch without column {name}"))
+    })
 }
 
 fn opt_str(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
@@ -110,24 +124,28 @@ pub fn compute(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch)> {
     let mut groups: HashMap<GroupKey, Acc> = HashMap::new();
     let mut hist: HashMap<HistKey, i64> = HashMap::new();
     for b in batches {
-        let ts = b.column(col::TS).as_primitive::<TimestampMicrosecondType>();
-        let model = b.column(col::MODEL).as_string::<i32>();
-        let provider = b.column(col::PROVIDER).as_string::<i32>();
-        let task = b.column(col::TASK).as_string::<i32>();
-        let key = b.column(col::KEY_ID).as_string::<i32>();
-        let team = b.column(col::TEAM_ID).as_string::<i32>();
-        let tokens: Vec<_> = (0..5)
-            .map(|k| b.column(col::TOKENS + k).as_primitive::<Int64Type>())
-            .collect();
-        let cost = b.column(col::COST).as_primitive::<Decimal128Type>();
-        let latency = b.column(col::LATENCY).as_primitive::<Float64Type>();
-        let ttft = b.column(col::TTFT).as_primitive::<Float64Type>();
-        let status = b.column(col::STATUS).as_primitive::<Int32Type>();
-        let error = b.column(col::ERROR).as_string::<i32>();
-        let streamed = b.column(col::STREAMED).as_boolean();
-        let attempt = b.column(col::ATTEMPT).as_primitive::<Int32Type>();
+        let ts = col(b, "ts")?.as_primitive::<TimestampMicrosecondType>();
+        let model = col(b, "model")?.as_string::<i32>();
+        let provider = col(b, "provider")?.as_string::<i32>();
+        let task = col(b, "task")?.as_string::<i32>();
+        let key = col(b, "key_id")?.as_string::<i32>();
+        let team = col(b, "team_id")?.as_string::<i32>();
+        let tokens: Vec<_> = TOKEN_COLUMNS
+            .iter()
+            .map(|n| Ok(col(b, n)?.as_primitive::<Int64Type>()))
+            .collect::<Result<_>>()?;
+        let cost = col(b, "cost_usd")?.as_primitive::<Decimal128Type>();
+        let latency = col(b, "latency_ms")?.as_primitive::<Float64Type>();
+        let ttft = col(b, "ttft_ms")?.as_primitive::<Float64Type>();
+        let status = col(b, "status")?.as_primitive::<Int32Type>();
+        let error = col(b, "error")?.as_string::<i32>();
+        let streamed = col(b, "streamed")?.as_boolean();
+        let attempt = col(b, "attempt")?.as_primitive::<Int32Type>();
+        let policy_version = col(b, "policy_version")?.as_string::<i32>();
+        let route = col(b, "route")?.as_string::<i32>();
         for i in 0..b.num_rows() {
-            let hour = ts.value(i).div_euclid(HOUR_US) * HOUR_US;
+            let t = ts.value(i);
+            let hour = t.div_euclid(HOUR_US) * HOUR_US;
             let g = groups
                 .entry((
                     hour,
@@ -136,9 +154,13 @@ pub fn compute(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch)> {
                     task.value(i),
                     opt_str(key, i),
                     opt_str(team, i),
+                    opt_str(policy_version, i),
+                    opt_str(route, i),
                 ))
                 .or_default();
             g.requests += 1;
+            g.first_ts = g.first_ts.min(t);
+            g.last_ts = g.last_ts.max(t);
             let ok = if status.is_null(i) {
                 error.is_null(i)
             } else {
@@ -264,7 +286,7 @@ fn hourly_batch(groups: HashMap<GroupKey, Acc>) -> Result<RecordBatch> {
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let n = rows.len();
     let mut ts = ts_builder(n);
-    let mut strs: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+    let mut strs: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::new()).collect();
     let mut ints: Vec<Int64Builder> = (0..9).map(|_| Int64Builder::with_capacity(n)).collect();
     let mut cost = Decimal128Builder::with_capacity(n)
         .with_precision_and_scale(COST_SUM_PRECISION, COST_SCALE as i8)?;
@@ -273,14 +295,21 @@ fn hourly_batch(groups: HashMap<GroupKey, Acc>) -> Result<RecordBatch> {
     let mut lat_n = Int64Builder::with_capacity(n);
     let mut ttft_sum = Float64Builder::with_capacity(n);
     let mut ttft_n = Int64Builder::with_capacity(n);
+    let mut first = ts_builder(n);
+    let mut last = ts_builder(n);
     let mut hours = Vec::with_capacity(n);
-    for ((hour, model, provider, task, key, team), a) in &rows {
+    for ((hour, model, provider, task, key, team, version, route), a) in &rows {
         ts.append_value(*hour);
         hours.push(*hour);
-        for (b, v) in strs
-            .iter_mut()
-            .zip([Some(*model), *provider, Some(*task), *key, *team])
-        {
+        for (b, v) in strs.iter_mut().zip([
+            Some(*model),
+            *provider,
+            Some(*task),
+            *key,
+            *team,
+            *version,
+            *route,
+        ]) {
             b.append_option(v);
         }
         let vals = [
@@ -303,6 +332,8 @@ fn hourly_batch(groups: HashMap<GroupKey, Acc>) -> Result<RecordBatch> {
         lat_n.append_value(a.latency_count);
         ttft_sum.append_value(a.ttft_sum);
         ttft_n.append_value(a.ttft_count);
+        first.append_value(a.first_ts);
+        last.append_value(a.last_ts);
     }
     let mut cols: Vec<ArrayRef> = vec![Arc::new(ts.finish())];
     cols.extend(strs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
@@ -313,6 +344,8 @@ fn hourly_batch(groups: HashMap<GroupKey, Acc>) -> Result<RecordBatch> {
     cols.push(Arc::new(lat_n.finish()));
     cols.push(Arc::new(ttft_sum.finish()));
     cols.push(Arc::new(ttft_n.finish()));
+    cols.push(Arc::new(first.finish()));
+    cols.push(Arc::new(last.finish()));
     Ok(RecordBatch::try_new(
         Table::RequestsHourly.table_schema(),
         with_partitions(cols, &hours),
