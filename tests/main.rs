@@ -38,4 +38,5 @@ mod schema;
 mod stalls;
 mod store_commit;
 mod store_power;
+mod store_view;
 mod wal;

@@ -12,9 +12,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -61,6 +63,18 @@ impl CommittedStore {
             .into_iter()
             .map(|s| s.record)
             .collect())
+    }
+
+    /// The pending name of `location` when a commit record publishes it: a committed file
+    /// not yet renamed into place is read under that name.
+    async fn pending_name(&self, location: &Path) -> object_store::Result<Option<Path>> {
+        let records = self.records().await?;
+        records
+            .iter()
+            .flat_map(|r| r.publish.iter())
+            .find(|p| p.path == location.as_ref())
+            .map(|p| commit::parse_path(&p.pending).map_err(view_err))
+            .transpose()
     }
 
     /// Applies the records to a listing; `in_scope` says which final paths it covers.
@@ -156,16 +170,9 @@ impl ObjectStore for CommittedStore {
         if !not_found(e) {
             return first;
         }
-        // A committed file not yet renamed into place is read under its pending name.
-        let records = self.records().await?;
-        let Some(p) = records
-            .iter()
-            .flat_map(|r| r.publish.iter())
-            .find(|p| p.path == location.as_ref())
-        else {
+        let Some(pending) = self.pending_name(location).await? else {
             return first;
         };
-        let pending = commit::parse_path(&p.pending).map_err(view_err)?;
         match self.inner.get_opts(&pending, options.clone()).await {
             Ok(mut r) => {
                 r.meta.location = location.clone();
@@ -174,6 +181,27 @@ impl ObjectStore for CommittedStore {
             // Renamed in the meantime.
             Err(e) if not_found(&e) => self.inner.get_opts(location, options).await,
             Err(e) => Err(e),
+        }
+    }
+
+    /// The inner store's own ranged read (one open file for all of a row group's column
+    /// chunks on the local file system), not the default of one `get_opts` per range.
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        let first = self.inner.get_ranges(location, ranges).await;
+        let Err(e) = &first else { return first };
+        if !not_found(e) {
+            return first;
+        }
+        let Some(pending) = self.pending_name(location).await? else {
+            return first;
+        };
+        match self.inner.get_ranges(&pending, ranges).await {
+            Err(e) if not_found(&e) => self.inner.get_ranges(location, ranges).await,
+            r => r,
         }
     }
 
