@@ -5,18 +5,25 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{Server, api_query, client, num, run};
+use crate::common::{Server, api_query, client, num, query_csv, run};
 
 /// The NDJSON of 6,000 generated requests over 3 days (and their feedback), written in `dir`.
 fn generated(dir: &Path, seed: &str) -> String {
+    generated_over(dir, seed, 6000, 3);
+    std::fs::read_to_string(dir.join("gen.ndjson")).unwrap()
+}
+
+/// Writes `requests` generated requests over `days` days (and their feedback) to
+/// `dir/gen.ndjson`.
+fn generated_over(dir: &Path, seed: &str, requests: usize, days: usize) {
     let gen_path = dir.join("gen.ndjson");
     let out = run(
         &[
             "generate",
             "--requests",
-            "6000",
+            &requests.to_string(),
             "--days",
-            "3",
+            &days.to_string(),
             "--seed",
             seed,
             "--out",
@@ -25,7 +32,60 @@ fn generated(dir: &Path, seed: &str) -> String {
         &[],
     );
     assert!(out.status.success());
-    std::fs::read_to_string(&gen_path).unwrap()
+}
+
+#[test]
+fn a_batch_import_leaves_one_rollup_file_a_day_that_still_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    generated_over(dir.path(), "5", 40_000, 2);
+    let data = dir.path().join("data");
+    let out = run(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "ingest",
+            "--no-progress",
+            "--max-buffer-rows",
+            "1000",
+            dir.path().join("gen.ndjson").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for table in ["requests_hourly", "latency_hourly", "quality_hourly"] {
+        let days: Vec<_> = std::fs::read_dir(data.join(table))
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .collect();
+        assert!(days.len() >= 2, "{table}: {} days", days.len());
+        for day in days {
+            let files = std::fs::read_dir(&day)
+                .unwrap()
+                .filter(|f| f.as_ref().unwrap().path().extension() == Some("parquet".as_ref()))
+                .count();
+            assert_eq!(files, 1, "{}", day.display());
+        }
+    }
+    let sums = query_csv(
+        &data,
+        "SELECT (SELECT count(*) FROM requests) AS a, \
+         (SELECT sum(requests) FROM requests_hourly) AS b, \
+         (SELECT sum(prompt_tokens) FROM requests) AS c, \
+         (SELECT sum(prompt_tokens) FROM requests_hourly) AS d, \
+         (SELECT count(latency_ms) FROM requests WHERE status BETWEEN 200 AND 299) AS e, \
+         (SELECT sum(count) FROM latency_hourly WHERE metric = 'latency_ms') AS f, \
+         (SELECT count(*) FROM feedback f JOIN requests r ON f.request_id = r.request_id) AS g, \
+         (SELECT sum(samples) FROM quality_hourly) AS h",
+    );
+    let v = &sums[0];
+    assert_eq!(v[0], "40000");
+    for pair in v.chunks(2) {
+        assert_eq!(pair[0], pair[1], "raw and rollup disagree: {v:?}");
+    }
 }
 
 #[test]

@@ -34,7 +34,7 @@
 //! and a node finishes and removes only its own ([`Location::owns`]); readers already honour
 //! another node's unapplied record through the committed view.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -138,14 +138,51 @@ fn record_path(loc: &Location) -> Path {
     loc.path(&[COMMITS_DIR, &name])
 }
 
-/// Every stored record, oldest first.
+/// Commit records already read, by name without its state suffix: a record's content never
+/// changes (applying it only renames it `ID.applied`), so each is read once, not at every
+/// listing of the data dir while it is kept (a query's first listing after a batch import
+/// read every one of its hundreds of records, and every compaction read them twice).
+/// [`list`] keeps only the records its listing saw.
+#[derive(Debug, Default)]
+pub struct RecordCache(std::sync::Mutex<HashMap<String, Record>>);
+
+impl RecordCache {
+    fn get(&self, id: &str) -> Option<Record> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    fn insert(&self, id: &str, record: &Record) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(id.to_string(), record.clone());
+        }
+    }
+
+    fn keep(&self, ids: &HashSet<&str>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|id, _| ids.contains(id.as_str()));
+        }
+    }
+}
+
+/// A record's name without its state suffix.
+fn record_id(name: &str) -> &str {
+    name.strip_suffix(APPLIED)
+        .or_else(|| name.strip_suffix(COMMITTED))
+        .unwrap_or(name)
+}
+
+/// Every stored record, oldest first; records `cache` holds are not read again.
 ///
 /// A record listed as `ID.commit` may be renamed `ID.applied` before it is read (its writer
 /// finishing it; on an object store a rename is a copy then a delete, and the listing can
 /// run before the copy): it is then read under its new name. Skipping it instead would drop,
 /// from a reader's view, a commit whose renames and deletes it listed files in the middle of
 /// (a compaction's inputs beside their merged file: every row counted twice).
-pub async fn list(store: &dyn ObjectStore, commits_dir: &Path) -> Result<Vec<Stored>> {
+pub async fn list(
+    store: &dyn ObjectStore,
+    commits_dir: &Path,
+    cache: &RecordCache,
+) -> Result<Vec<Stored>> {
     let mut metas: Vec<ObjectMeta> = store.list(Some(commits_dir)).try_collect().await?;
     metas.sort_by(|a, b| a.location.cmp(&b.location));
     let names: HashSet<&str> = metas.iter().map(|m| m.location.as_ref()).collect();
@@ -154,6 +191,15 @@ pub async fn list(store: &dyn ObjectStore, commits_dir: &Path) -> Result<Vec<Sto
         let name = m.location.as_ref();
         let applied = name.ends_with(APPLIED);
         if !applied && !name.ends_with(COMMITTED) {
+            continue;
+        }
+        if let Some(record) = cache.get(record_id(name)) {
+            out.push(Stored {
+                location: m.location.clone(),
+                applied,
+                record,
+                last_modified: m.last_modified,
+            });
             continue;
         }
         let mut read = read_record(store, &m.location).await?;
@@ -170,9 +216,13 @@ pub async fn list(store: &dyn ObjectStore, commits_dir: &Path) -> Result<Vec<Sto
                 );
             }
         }
+        if let Some(s) = &read {
+            cache.insert(record_id(name), &s.record);
+        }
         // Retired between the listing and the read: it explains nothing any more.
         out.extend(read);
     }
+    cache.keep(&names.iter().map(|n| record_id(n)).collect());
     Ok(out)
 }
 
@@ -286,7 +336,7 @@ pub async fn apply(
 pub async fn finish(loc: &Location, wal_dir: Option<&std::path::Path>) -> Result<()> {
     let dir = loc.path(&[COMMITS_DIR]);
     let now = chrono::Utc::now();
-    for s in list(loc.store.as_ref(), &dir).await? {
+    for s in list(loc.store.as_ref(), &dir, &loc.records).await? {
         if !s.applied {
             if !loc.owns(s.location.as_ref()) {
                 continue;

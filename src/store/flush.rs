@@ -128,6 +128,20 @@ impl Store {
             let n = compact::compact_dir(self, &dir).await?;
             m.compactions.fetch_add(n as u64, Ordering::Relaxed);
         }
+        // At the first flush and then once a day: the rollups' past days, one file each.
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let due = self
+            .inner
+            .rollups_merged_before
+            .lock()
+            .map_or(true, |d| d.as_deref() != Some(today.as_str()));
+        if due {
+            let n = compact::merge_rollup_days(self, Some(&today)).await?;
+            m.compactions.fetch_add(n as u64, Ordering::Relaxed);
+            if let Ok(mut d) = self.inner.rollups_merged_before.lock() {
+                *d = Some(today);
+            }
+        }
         if let Some(days) = self.inner.cfg.retention_days {
             compact::apply_retention(self, days).await?;
         }
@@ -286,10 +300,16 @@ impl Store {
         }
     }
 
-    /// Stops taking writes and flushes everything buffered to Parquet.
+    /// Stops taking writes, flushes everything buffered to Parquet and merges each day of the
+    /// rollups into one file (a batch import's days, today's included).
     pub async fn close(&self) -> Result<FlushStats> {
         self.inner.closed.store(true, Ordering::Release);
-        let flushed = self.flush().await;
+        let mut flushed = self.flush().await;
+        if flushed.is_ok() && !self.inner.cfg.read_only {
+            if let Err(e) = compact::merge_rollup_days(self, None).await {
+                flushed = Err(e);
+            }
+        }
         if let Some(lock) = &self.inner.lock {
             lock.release().await;
         }

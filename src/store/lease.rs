@@ -262,16 +262,19 @@ impl Partition {
         loc: &Location,
         listed: Vec<ObjectMeta>,
     ) -> Result<Vec<ObjectMeta>> {
-        let open: std::collections::HashSet<String> =
-            commit::list(loc.store.as_ref(), &loc.path(&[commit::COMMITS_DIR]))
-                .await?
-                .into_iter()
-                .filter(|s| !s.applied)
-                .flat_map(|s| {
-                    let r = s.record;
-                    r.publish.into_iter().map(|p| p.path).chain(r.supersede)
-                })
-                .collect();
+        let open: std::collections::HashSet<String> = commit::list(
+            loc.store.as_ref(),
+            &loc.path(&[commit::COMMITS_DIR]),
+            &loc.records,
+        )
+        .await?
+        .into_iter()
+        .filter(|s| !s.applied)
+        .flat_map(|s| {
+            let r = s.record;
+            r.publish.into_iter().map(|p| p.path).chain(r.supersede)
+        })
+        .collect();
         Ok(listed
             .into_iter()
             .filter(|m| !open.contains(m.location.as_ref()))

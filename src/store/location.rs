@@ -23,6 +23,8 @@ pub struct Location {
     /// The node id of this writer (`store::lock::node_id`), in the name of every file and
     /// commit record it writes; empty for readers.
     pub node: String,
+    /// The commit records read so far (shared by every clone and committed view).
+    pub records: Arc<super::commit::RecordCache>,
 }
 
 impl Location {
@@ -49,6 +51,7 @@ impl Location {
             store_url,
             local_dir: Some(abs),
             node: String::new(),
+            records: Arc::default(),
         })
     }
 
@@ -73,6 +76,7 @@ impl Location {
             store_url,
             local_dir: None,
             node: String::new(),
+            records: Arc::default(),
         })
     }
 
@@ -125,9 +129,10 @@ impl Location {
 
     /// The data dir as readers see it: commit records applied (see `store::commit`).
     pub fn committed(&self) -> Arc<dyn ObjectStore> {
-        Arc::new(super::view::CommittedStore::new(
+        Arc::new(super::view::CommittedStore::with_records(
             self.store.clone(),
             self.path(&[super::commit::COMMITS_DIR]),
+            self.records.clone(),
         ))
     }
 

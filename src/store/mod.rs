@@ -230,6 +230,8 @@ struct Inner {
     /// cache file listings drop them when it moves.
     generation: AtomicU64,
     quality: std::sync::Mutex<quality::QualityState>,
+    /// The UTC day before which the rollups' days were last merged (`compact::merge_past_days`).
+    rollups_merged_before: std::sync::Mutex<Option<String>>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -309,6 +311,7 @@ impl Store {
                 lock,
                 generation: AtomicU64::new(0),
                 quality: Default::default(),
+                rollups_merged_before: Default::default(),
             }),
         };
         store

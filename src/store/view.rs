@@ -32,6 +32,7 @@ use super::commit::{self, Record};
 pub struct CommittedStore {
     inner: Arc<dyn ObjectStore>,
     commits_dir: Path,
+    records: Arc<commit::RecordCache>,
 }
 
 impl fmt::Display for CommittedStore {
@@ -53,16 +54,31 @@ fn not_found(e: &object_store::Error) -> bool {
 
 impl CommittedStore {
     pub fn new(inner: Arc<dyn ObjectStore>, commits_dir: Path) -> Self {
-        CommittedStore { inner, commits_dir }
+        Self::with_records(inner, commits_dir, Arc::default())
+    }
+
+    /// A view sharing the records read so far with others over the same data dir.
+    pub fn with_records(
+        inner: Arc<dyn ObjectStore>,
+        commits_dir: Path,
+        records: Arc<commit::RecordCache>,
+    ) -> Self {
+        CommittedStore {
+            inner,
+            commits_dir,
+            records,
+        }
     }
 
     async fn records(&self) -> object_store::Result<Vec<Record>> {
-        Ok(commit::list(self.inner.as_ref(), &self.commits_dir)
-            .await
-            .map_err(view_err)?
-            .into_iter()
-            .map(|s| s.record)
-            .collect())
+        Ok(
+            commit::list(self.inner.as_ref(), &self.commits_dir, &self.records)
+                .await
+                .map_err(view_err)?
+                .into_iter()
+                .map(|s| s.record)
+                .collect(),
+        )
     }
 
     /// The pending name of `location` when a commit record publishes it: a committed file
