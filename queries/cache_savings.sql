@@ -5,28 +5,21 @@
 --        so the match is on the name after the first "/", case-insensitive, preferring an exact name, then the bare name, then the
 --        alphabetically first other provider prefix. Dated snapshots ("...-2024-08-06") only match their own catalog entry.
 --        Savings are NULL when the model has no catalog entry or no cached-input price.
-WITH b AS (
-    SELECT model, cost_usd,
-           COALESCE(prompt_tokens, 0) AS prompt_tokens,
-           COALESCE(cached_tokens, 0) AS cached_tokens,
-           COALESCE(cache_write_tokens, 0) AS cache_write_tokens
-    FROM requests
-    WHERE ts >= $since AND ts < $until
-      AND date >= $since_date AND date <= $until_date
-      AND ($task IS NULL OR task = $task)
-      AND ($model IS NULL OR model = $model)
-),
-m AS (
+--        Read from requests_hourly: request times at hour resolution.
+WITH m AS (
     SELECT model,
-           COUNT(*) AS requests,
+           SUM(requests) AS requests,
            SUM(prompt_tokens) AS prompt_tokens,
            SUM(cached_tokens) AS cached_tokens,
            SUM(cache_write_tokens) AS cache_write_tokens,
            COALESCE(CAST(SUM(cost_usd) AS DOUBLE), 0) AS cost
-    FROM b
+    FROM requests_hourly
+    WHERE ts_hour >= $since AND ts_hour < $until
+      AND date >= $since_date AND date <= $until_date
+      AND ($task IS NULL OR task = $task)
+      AND ($model IS NULL OR model = $model)
     GROUP BY model
 ),
--- every catalog entry with the same bare name (after the first "/"), best first; m is referenced once
 pm AS (
     SELECT m.*, p.model AS price_model, p.input, p.cached_input, p.cache_write,
            ROW_NUMBER() OVER (
