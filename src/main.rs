@@ -52,8 +52,9 @@ fn init_tracing(format: LogFormat) {
 /// CPU time (glibc's malloc with one arena per core: 348 MB, but slower queries; README,
 /// Benchmarks). Everything else keeps the delay: a warm `serve` answering queries spent 27% of
 /// its CPU time in the kernel when it purged at once (faulting in and zeroing the pages it had
-/// just given back; the `datafusion` Python package on the same SQL: 15%) and ran 9% slower; a long-running `serve` still returns what a large query freed, 10 ms
-/// later. `MIMALLOC_PURGE_DELAY` in the environment (mimalloc's own setting) overrides both.
+/// just given back; the `datafusion` Python package on the same SQL: 15%) and ran 9% slower.
+/// A long-running `serve` still returns what a large query freed, 10 ms later.
+/// `MIMALLOC_PURGE_DELAY` in the environment (mimalloc's own setting) overrides both.
 #[allow(unsafe_code)]
 fn tune_allocator(command: &Command) {
     // The `mi_option_t` value in `mimalloc.h` (the same in mimalloc 2 and 3) that

@@ -130,11 +130,10 @@ impl Store {
         }
         // At the first flush and then once a day: the rollups' past days, one file each.
         let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let due = self
-            .inner
-            .rollups_merged_before
-            .lock()
-            .map_or(true, |d| d.as_deref() != Some(today.as_str()));
+        let due = match self.inner.rollups_merged_before.lock() {
+            Ok(d) => d.as_deref() != Some(today.as_str()),
+            Err(_) => true,
+        };
         if due {
             let n = compact::merge_rollup_days(self, Some(&today)).await?;
             m.compactions.fetch_add(n as u64, Ordering::Relaxed);
