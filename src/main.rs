@@ -4,14 +4,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::cli::{Cli, Command, LogFormat};
+use switchyard::cli::{Cli, LogFormat};
 
+/// mimalloc with its defaults (freed memory goes back to the OS 10 ms later). Returning it at
+/// once held a batch import's peak RSS 5-10% lower but cost it 8-10% of its time, and made a
+/// warm `serve` spend 27% of its CPU time in the kernel (faulting in and zeroing pages it had
+/// just given back) and answer 9% slower (README, Benchmarks).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tune_allocator(&cli.command);
     init_tracing(cli.global.log_format);
     // Fault injection for tests: configured only by the FAILPOINTS variable (store::faults).
     let _faults = fail::FailScenario::setup();
@@ -43,30 +46,5 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
-    }
-}
-
-/// mimalloc keeps freed memory committed for 10 ms before it returns it to the OS; under batch
-/// `ingest` (parse workers and encode tasks on every core) that held the peak RSS of a
-/// 1.44M-record import at 561 MB, and purging at once brings it to 410-427 MB at the same user
-/// CPU time (glibc's malloc with one arena per core: 348 MB, but slower queries; README,
-/// Benchmarks). Everything else keeps the delay: a warm `serve` answering queries spent 27% of
-/// its CPU time in the kernel when it purged at once (faulting in and zeroing the pages it had
-/// just given back; the `datafusion` Python package on the same SQL: 15%) and ran 9% slower.
-/// A long-running `serve` still returns what a large query freed, 10 ms later.
-/// `MIMALLOC_PURGE_DELAY` in the environment (mimalloc's own setting) overrides both.
-#[allow(unsafe_code)]
-fn tune_allocator(command: &Command) {
-    // The `mi_option_t` value in `mimalloc.h` (the same in mimalloc 2 and 3) that
-    // libmimalloc-sys does not name.
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    if !matches!(command, Command::Ingest(_)) || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
-    {
-        return;
-    }
-    // SAFETY: mi_option_set only stores an option's value; it is called before any other
-    // thread exists (it is not thread-safe), with an option mimalloc defines.
-    unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
     }
 }

@@ -304,10 +304,11 @@ impl Store {
     pub async fn close(&self) -> Result<FlushStats> {
         self.inner.closed.store(true, Ordering::Release);
         let mut flushed = self.flush().await;
-        if flushed.is_ok() && !self.inner.cfg.read_only {
-            if let Err(e) = compact::merge_rollup_days(self, None).await {
-                flushed = Err(e);
-            }
+        if flushed.is_ok()
+            && !self.inner.cfg.read_only
+            && let Err(e) = compact::merge_rollup_days(self, None).await
+        {
+            flushed = Err(e);
         }
         if let Some(lock) = &self.inner.lock {
             lock.release().await;
