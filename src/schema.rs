@@ -98,8 +98,12 @@ pub enum Table {
 impl Table {
     /// The ingested tables (what the WAL and the write buffer hold).
     pub const ALL: [Table; 2] = [Table::Requests, Table::Feedback];
-    /// The rollups of `requests`.
-    pub const ROLLUPS: [Table; 2] = [Table::RequestsHourly, Table::LatencyHourly];
+    /// The rollup tables (one partition a day).
+    pub const ROLLUPS: [Table; 3] = [
+        Table::RequestsHourly,
+        Table::LatencyHourly,
+        Table::QualityHourly,
+    ];
     /// Every table with files in the store.
     pub const STORED: [Table; 6] = [
         Table::Requests,

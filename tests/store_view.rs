@@ -202,7 +202,11 @@ async fn a_commit_retired_while_a_reader_lists_still_hides_the_files_it_supersed
             })
         })
     };
-    let view = CommittedStore::new(Watched::new(inner, Some(finish)), Path::from(COMMITS));
+    let view = CommittedStore::new(
+        Watched::new(inner, Some(finish)),
+        Path::from(COMMITS),
+        Default::default(),
+    );
     let table = Path::from("store/requests");
     let listed = names(&view, &table).await;
     assert!(
@@ -252,7 +256,7 @@ async fn a_ranged_read_through_the_view_is_one_ranged_read_of_the_store() {
     let file = part("a-00000000000000a1");
     inner.put(&file, body().into()).await.unwrap();
     let watched = Watched::new(inner, None);
-    let view = CommittedStore::new(watched.clone(), Path::from(COMMITS));
+    let view = CommittedStore::new(watched.clone(), Path::from(COMMITS), Default::default());
     assert_eq!(read_ranges(&view, &file).await.unwrap(), expected());
     assert_eq!(watched.ranged.load(Ordering::SeqCst), 1, "ranged reads");
     assert_eq!(watched.gets.load(Ordering::SeqCst), 0, "single reads");
@@ -266,7 +270,7 @@ async fn a_committed_file_not_yet_renamed_is_read_by_ranges_under_its_pending_na
     let file = part("a-00000000000000a1");
     let pending = Path::from(format!("{file}.pending"));
     inner.put(&pending, body().into()).await.unwrap();
-    let view = CommittedStore::new(inner.clone(), Path::from(COMMITS));
+    let view = CommittedStore::new(inner.clone(), Path::from(COMMITS), Default::default());
     let missing = read_ranges(&view, &file).await.unwrap_err();
     assert!(
         matches!(missing, object_store::Error::NotFound { .. }),

@@ -87,11 +87,7 @@ pub async fn compact_dir(store: &Store, dir: &Path) -> Result<usize> {
 pub async fn merge_rollup_days(store: &Store, before: Option<&str>) -> Result<usize> {
     let loc = store.location();
     let mut written = 0;
-    for table in [
-        Table::RequestsHourly,
-        Table::LatencyHourly,
-        Table::QualityHourly,
-    ] {
+    for table in Table::ROLLUPS {
         let root = loc.path(&[table.name()]);
         let days = loc.committed().list_with_delimiter(Some(&root)).await?;
         for dir in days.common_prefixes {
@@ -115,18 +111,31 @@ async fn compact_dir_at(store: &Store, dir: &Path, min_files: usize) -> Result<u
     let Some(table) = table_of(loc, dir).filter(|t| *t != Table::FeedbackUnmatched) else {
         return Ok(0);
     };
+    let min_files = min_files.max(2);
+    let is_small = |m: &ObjectMeta| {
+        m.location.as_ref().ends_with(".parquet") && m.size < cfg.compact_small_bytes
+    };
+    // Counted before any lease: a partition with too few small files (most of those a flush
+    // wrote to, every day the daily rollup pass looks at) costs one listing, not a lease
+    // taken and released in the bucket.
+    let mut listed: Vec<ObjectMeta> = loc.committed().list(Some(dir)).try_collect().await?;
+    if listed.iter().filter(|m| is_small(m)).count() < min_files {
+        return Ok(0);
+    }
     // One compactor per partition among the nodes writing a bucket (`store::lease`).
     let Some(mut lease) = lease::Partition::take(loc, dir).await? else {
         return Ok(0);
     };
-    let listed: Vec<ObjectMeta> = loc.committed().list(Some(dir)).try_collect().await?;
-    let metas = lease.settled(loc, listed).await?;
-    let mut small: Vec<ObjectMeta> = metas
+    if lease.shared() {
+        listed = loc.committed().list(Some(dir)).try_collect().await?;
+    }
+    let mut small: Vec<ObjectMeta> = lease
+        .settled(loc, listed)
+        .await?
         .into_iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
-        .filter(|m| m.size < cfg.compact_small_bytes)
+        .filter(|m| is_small(m))
         .collect();
-    if small.len() < min_files.max(2) {
+    if small.len() < min_files {
         lease.release(loc).await;
         return Ok(0);
     }

@@ -230,6 +230,12 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// Whether other nodes may compact the partition too (a bucket): what was listed before
+    /// the lease was taken may have been merged since.
+    pub fn shared(&self) -> bool {
+        self.lease.is_some()
+    }
+
     /// Takes the compaction lease of partition `dir`; `None` when another node compacts it
     /// now. Always granted on a local data dir (one writer).
     pub async fn take(loc: &Location, dir: &Path) -> Result<Option<Partition>> {

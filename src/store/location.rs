@@ -129,7 +129,7 @@ impl Location {
 
     /// The data dir as readers see it: commit records applied (see `store::commit`).
     pub fn committed(&self) -> Arc<dyn ObjectStore> {
-        Arc::new(super::view::CommittedStore::with_records(
+        Arc::new(super::view::CommittedStore::new(
             self.store.clone(),
             self.path(&[super::commit::COMMITS_DIR]),
             self.records.clone(),

@@ -230,7 +230,7 @@ struct Inner {
     /// cache file listings drop them when it moves.
     generation: AtomicU64,
     quality: std::sync::Mutex<quality::QualityState>,
-    /// The UTC day before which the rollups' days were last merged (`compact::merge_past_days`).
+    /// The UTC day before which the rollups' days were last merged (`compact::merge_rollup_days`).
     rollups_merged_before: std::sync::Mutex<Option<String>>,
 }
 

@@ -53,12 +53,9 @@ fn not_found(e: &object_store::Error) -> bool {
 }
 
 impl CommittedStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, commits_dir: Path) -> Self {
-        Self::with_records(inner, commits_dir, Arc::default())
-    }
-
-    /// A view sharing the records read so far with others over the same data dir.
-    pub fn with_records(
+    /// The view of the store `inner` with its commit records in `commits_dir`; `records`:
+    /// the records read so far, shared with the other views of the same data dir.
+    pub fn new(
         inner: Arc<dyn ObjectStore>,
         commits_dir: Path,
         records: Arc<commit::RecordCache>,
@@ -81,8 +78,29 @@ impl CommittedStore {
         )
     }
 
-    /// The pending name of `location` when a commit record publishes it: a committed file
-    /// not yet renamed into place is read under that name.
+    /// `read` of `location`; when that file is not there but a commit record publishes it,
+    /// `read` of its pending name (committed, not renamed into place yet), and of `location`
+    /// once more if it was renamed in the meantime.
+    async fn read_committed<T, F, Fut>(&self, location: &Path, read: F) -> object_store::Result<T>
+    where
+        F: Fn(Path) -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let first = read(location.clone()).await;
+        match &first {
+            Err(e) if not_found(e) => {}
+            _ => return first,
+        }
+        let Some(pending) = self.pending_name(location).await? else {
+            return first;
+        };
+        match read(pending).await {
+            Err(e) if not_found(&e) => read(location.clone()).await,
+            r => r,
+        }
+    }
+
+    /// The pending name of `location` when a commit record publishes it.
     async fn pending_name(&self, location: &Path) -> object_store::Result<Option<Path>> {
         let records = self.records().await?;
         records
@@ -181,23 +199,14 @@ impl ObjectStore for CommittedStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        let first = self.inner.get_opts(location, options.clone()).await;
-        let Err(e) = &first else { return first };
-        if !not_found(e) {
-            return first;
-        }
-        let Some(pending) = self.pending_name(location).await? else {
-            return first;
-        };
-        match self.inner.get_opts(&pending, options.clone()).await {
-            Ok(mut r) => {
-                r.meta.location = location.clone();
-                Ok(r)
-            }
-            // Renamed in the meantime.
-            Err(e) if not_found(&e) => self.inner.get_opts(location, options).await,
-            Err(e) => Err(e),
-        }
+        let mut r = self
+            .read_committed(location, |p| {
+                let options = options.clone();
+                async move { self.inner.get_opts(&p, options).await }
+            })
+            .await?;
+        r.meta.location = location.clone();
+        Ok(r)
     }
 
     /// The inner store's own ranged read (one open file for all of a row group's column
@@ -207,18 +216,10 @@ impl ObjectStore for CommittedStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        let first = self.inner.get_ranges(location, ranges).await;
-        let Err(e) = &first else { return first };
-        if !not_found(e) {
-            return first;
-        }
-        let Some(pending) = self.pending_name(location).await? else {
-            return first;
-        };
-        match self.inner.get_ranges(&pending, ranges).await {
-            Err(e) if not_found(&e) => self.inner.get_ranges(location, ranges).await,
-            r => r,
-        }
+        self.read_committed(location, |p| async move {
+            self.inner.get_ranges(&p, ranges).await
+        })
+        .await
     }
 
     fn delete_stream(

@@ -261,18 +261,26 @@ pub fn us(rfc3339: &str) -> i64 {
 /// Generates a workload (`generate GEN_ARGS`) under `root` and ingests it into
 /// `root/DATA_NAME`; returns the data dir.
 pub fn generated_store(root: &Path, data_name: &str, gen_args: &[&str]) -> PathBuf {
+    generated_store_with(root, data_name, gen_args, &[])
+}
+
+/// [`generated_store`] with extra `ingest` flags.
+pub fn generated_store_with(
+    root: &Path,
+    data_name: &str,
+    gen_args: &[&str],
+    ingest_args: &[&str],
+) -> PathBuf {
     let input = root.join("gen.ndjson");
     let data = root.join(data_name);
     let mut args = vec!["generate"];
     args.extend_from_slice(gen_args);
     args.extend_from_slice(&["--out", input.to_str().unwrap()]);
     run_ok(&args);
-    run_ok(&[
-        "ingest",
-        "--data-dir",
-        data.to_str().unwrap(),
-        input.to_str().unwrap(),
-    ]);
+    let mut args = vec!["ingest", "--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(ingest_args);
+    args.push(input.to_str().unwrap());
+    run_ok(&args);
     data
 }
 
