@@ -73,6 +73,64 @@ fn a_batch_import_leaves_one_rollup_file_a_day_that_still_adds_up() {
     }
 }
 
+/// A flush rolls up each hourly partition on its own (one task per core) and puts the
+/// pieces side by side: that is the rollup of all its rows at once, value for value (every
+/// float sum added in the same order), day by day.
+#[test]
+fn hourly_partitions_rolled_up_apart_equal_the_rollup_of_all_rows() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampMicrosecondType;
+    use switchyard::store::{parquet as files, rollup};
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated_store_with(
+        dir.path(),
+        "data",
+        &["--requests", "8000", "--days", "2", "--seed", "11"],
+        &["--no-progress"],
+    );
+    let mut batches = Vec::new();
+    let mut dirs = vec![data.join("requests")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension() == Some("parquet".as_ref()) {
+                let f = std::fs::File::open(&p).unwrap();
+                let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                batches.extend(r.map(|b| b.unwrap()));
+            }
+        }
+    }
+    let all = files::sort_by_ts(&batches).unwrap();
+    assert_eq!(all.num_rows(), 8000);
+    let whole = rollup::day_pieces(std::slice::from_ref(&all)).unwrap();
+    let ts = all.column(1).as_primitive::<TimestampMicrosecondType>();
+    let hour = |i: usize| ts.value(i).div_euclid(3_600_000_000);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < all.num_rows() {
+        let mut end = start + 1;
+        while end < all.num_rows() && hour(end) == hour(start) {
+            end += 1;
+        }
+        let slice = all.slice(start, end - start);
+        parts.push(rollup::compute(std::slice::from_ref(&slice)).unwrap());
+        start = end;
+    }
+    assert!(parts.len() > 24, "{} hours", parts.len());
+    let apart = rollup::day_pieces_of(parts).unwrap();
+    assert_eq!(whole.len(), apart.len());
+    for ((t1, d1, b1), (t2, d2, b2)) in whole.iter().zip(&apart) {
+        assert_eq!((t1, d1), (t2, d2));
+        assert!(b1.num_rows() > 0, "{} {d1}: no rows", t1.name());
+        assert_eq!(b1, b2, "{} {d1}", t1.name());
+    }
+}
+
 #[test]
 fn rollups_answer_what_the_raw_rows_answer_including_unflushed_rows() {
     // A server whose buffer holds some rows while the rest are in Parquet: the rollup views

@@ -3,12 +3,12 @@
 //! Parquet files with the lock released, and only batches touching that partition wait for
 //! it (a record with an old `ts` slows its own batch, not everyone's ingest).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 
-use super::dedupe::{Bucket, day_bucket, feedback_key, hour_bucket, request_key};
+use super::dedupe::{Bucket, KeySet, day_bucket, feedback_key, hour_bucket, request_key};
 use super::{Store, parquet};
 use crate::error::{Error, Result};
 use crate::schema::{Table, partition_of};
@@ -19,8 +19,8 @@ use crate::schema::{Table, partition_of};
 pub fn first_copies(
     table: Table,
     batch: RecordBatch,
-    seen: &mut HashSet<u64>,
-    keep: &HashSet<u64>,
+    seen: &mut KeySet,
+    keep: &KeySet,
 ) -> Result<(RecordBatch, Option<RecordBatch>)> {
     if !matches!(table, Table::Requests | Table::Feedback) {
         return Ok((batch, None));

@@ -38,6 +38,7 @@ impl Store {
         let started = Instant::now();
         let snap = self.take_snapshot().await?;
         let mut written = self.write_pending(&snap).await?;
+        let wrote = started.elapsed();
         // The feedback pairs this flush completes, in the same commit (see `store::quality`).
         let quality = match self.write_quality(&snap, &written).await {
             Ok(q) => q,
@@ -54,6 +55,7 @@ impl Store {
             tmp: tmp.clone(),
             path: path.clone(),
         }));
+        let qualified = started.elapsed();
         let mut stats = FlushStats::default();
         let mut touched: std::collections::BTreeSet<Path> = Default::default();
         for w in &written {
@@ -113,6 +115,7 @@ impl Store {
                 }
             }
         }
+        let done = started.elapsed();
         let m = &self.inner.metrics;
         if stats.rows > 0 {
             let us = started.elapsed().as_micros() as u64;
@@ -124,10 +127,17 @@ impl Store {
             m.flush_seconds.observe(started.elapsed());
         }
         self.inner.flushed.notify_waiters();
-        for dir in touched {
-            let n = compact::compact_dir(self, &dir).await?;
-            m.compactions.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        let n = compact::compact_dirs(self, touched).await?;
+        m.compactions.fetch_add(n as u64, Ordering::Relaxed);
+        tracing::debug!(
+            rows = stats.rows,
+            files = stats.files,
+            write_ms = wrote.as_millis() as u64,
+            quality_ms = (qualified - wrote).as_millis() as u64,
+            commit_ms = (done - qualified).as_millis() as u64,
+            compact_ms = (started.elapsed() - done).as_millis() as u64,
+            "flushed"
+        );
         // At the first flush and then once a day: the rollups' past days, one file each.
         let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
         let due = match self.inner.rollups_merged_before.lock() {
@@ -211,68 +221,101 @@ impl Store {
 
     /// One table's partition files (and, for requests, the rollups): the files written, and
     /// the first error if some failed.
+    ///
+    /// Each partition is sorted, rolled up and encoded on its own, one task per core; the
+    /// rollups are then one file per day and rollup table. A rollup group's hour is its
+    /// partition's, so the partitions' rollups side by side are the rollups of the whole
+    /// flush, each group summed in the same (`ts`-sorted) order.
     async fn write_table(
         &self,
         table: Table,
         batches: &[RecordBatch],
     ) -> Result<(Vec<Written>, Option<Error>)> {
-        let batches = batches.to_vec();
-        let sorted = tokio::task::spawn_blocking(move || parquet::sort_by_ts(&batches))
-            .await
-            .map_err(|e| Error::Internal(format!("sort task: {e}")))??;
-        // Rollups of the flushed requests, one file per day and rollup table.
-        let mut pieces: Vec<(Option<i64>, Table, String, String, RecordBatch)> = Vec::new();
-        if table == Table::Requests {
-            let all = sorted.clone();
-            let days =
-                tokio::task::spawn_blocking(move || rollup::day_pieces(std::slice::from_ref(&all)))
-                    .await
-                    .map_err(|e| Error::Internal(format!("rollup task: {e}")))??;
-            for (t, date, day) in days {
-                pieces.push((None, t, date, String::new(), day));
-            }
-        }
-        for (bucket, slice) in split_partitions(table, &sorted) {
-            let (date, hour) = partition_of(bucket * 3_600_000_000);
-            pieces.push((Some(bucket), table, date, hour, slice));
-        }
-        drop(sorted);
-        // Partitions are encoded and written in parallel, one task per core.
-        let jobs = pieces.into_iter().map(|(bucket, t, date, hour, slice)| {
+        let batches = Arc::new(batches.to_vec());
+        let started = Instant::now();
+        let parts = {
+            let batches = batches.clone();
+            tokio::task::spawn_blocking(move || partition_rows(table, &batches))
+                .await
+                .map_err(|e| Error::Internal(format!("partition task: {e}")))?
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let jobs = parts.into_iter().map(|(bucket, rows)| {
             let loc = self.inner.loc.clone();
+            let batches = batches.clone();
             async move {
-                let rows = slice.num_rows();
-                let dir = partition_dir(&loc, t, &date, &hour);
-                let body = tokio::task::spawn_blocking(move || {
-                    parquet::encode(t, &[parquet::to_file_batch(t, &slice)?])
+                let (date, hour) = partition_of(bucket * 3_600_000_000);
+                let n = rows.len();
+                let (body, rollups) = tokio::task::spawn_blocking(move || {
+                    let slice = parquet::sort_rows(&batches, &rows)?;
+                    let rollups = match table {
+                        Table::Requests => Some(rollup::compute(std::slice::from_ref(&slice))?),
+                        _ => None,
+                    };
+                    let body = parquet::encode(table, &[parquet::to_file_batch(table, &slice)?])?;
+                    Ok::<_, Error>((body, rollups))
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
-                faults::hit("store::flush::write").await?;
-                let (path, tmp) = loc.part_paths(&dir, "");
-                loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
-                Ok::<_, Error>(Written {
-                    bucket,
-                    rows,
-                    dir,
-                    tmp,
-                    path,
-                })
+                let w = put_piece(&loc, Some(bucket), table, &date, &hour, n, body).await?;
+                Ok::<_, Error>((w, rollups))
             }
         });
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let results: Vec<Result<Written>> = futures::stream::iter(jobs)
-            .buffer_unordered(cores)
-            .collect()
-            .await;
+        let results: Vec<Result<(Written, Option<rollup::Rollups>)>> =
+            futures::stream::iter(jobs).buffered(cores).collect().await;
+        let parted = started.elapsed();
         let mut ok = Vec::with_capacity(results.len());
         let mut err = None;
+        let mut rollups = Vec::new();
         for r in results {
             match r {
-                Ok(w) => ok.push(w),
+                Ok((w, r)) => {
+                    ok.push(w);
+                    rollups.extend(r);
+                }
                 Err(e) => err = err.or(Some(e)),
             }
         }
+        // Rollups of the flushed requests, one file per day and rollup table.
+        if err.is_none() && !rollups.is_empty() {
+            let days = tokio::task::spawn_blocking(move || rollup::day_pieces_of(rollups))
+                .await
+                .map_err(|e| Error::Internal(format!("rollup task: {e}")))?;
+            match days {
+                Ok(days) => {
+                    let jobs = days.into_iter().map(|(t, date, day)| {
+                        let loc = self.inner.loc.clone();
+                        async move {
+                            let rows = day.num_rows();
+                            let body = tokio::task::spawn_blocking(move || {
+                                parquet::encode(t, &[parquet::to_file_batch(t, &day)?])
+                            })
+                            .await
+                            .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
+                            put_piece(&loc, None, t, &date, "", rows, body).await
+                        }
+                    });
+                    let results: Vec<Result<Written>> = futures::stream::iter(jobs)
+                        .buffer_unordered(cores)
+                        .collect()
+                        .await;
+                    for r in results {
+                        match r {
+                            Ok(w) => ok.push(w),
+                            Err(e) => err = err.or(Some(e)),
+                        }
+                    }
+                }
+                Err(e) => err = Some(e),
+            }
+        }
+        tracing::debug!(
+            table = table.name(),
+            files = ok.len(),
+            partitions_ms = parted.as_millis() as u64,
+            rollups_ms = (started.elapsed() - parted).as_millis() as u64,
+            "wrote partitions"
+        );
         Ok((ok, err))
     }
 
@@ -346,26 +389,43 @@ pub(super) fn partition_dir(loc: &Location, table: Table, date: &str, hour: &str
     }
 }
 
-/// Splits a `ts`-sorted table batch into runs of one partition each (hour for requests, day
-/// for feedback), keyed by hour bucket.
-fn split_partitions(table: Table, sorted: &RecordBatch) -> Vec<(i64, RecordBatch)> {
-    let ts = sorted.column(1).as_primitive::<TimestampMicrosecondType>();
+/// The rows `(batch, row)` of each partition (hour for requests, day for feedback), keyed
+/// by hour bucket, in bucket order.
+fn partition_rows(table: Table, batches: &[RecordBatch]) -> Vec<(i64, Vec<(usize, usize)>)> {
     let width: i64 = match table {
         Table::Feedback => 24,
         _ => 1,
     };
-    let key = |i: usize| hour_bucket(ts.value(i)).div_euclid(width) * width;
-    let mut out = Vec::new();
-    let mut start = 0;
-    let n = sorted.num_rows();
-    while start < n {
-        let k = key(start);
-        let mut end = start + 1;
-        while end < n && key(end) == k {
-            end += 1;
+    let mut parts: std::collections::BTreeMap<i64, Vec<(usize, usize)>> = Default::default();
+    for (b, batch) in batches.iter().enumerate() {
+        let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+        for i in 0..batch.num_rows() {
+            let k = hour_bucket(ts.value(i)).div_euclid(width) * width;
+            parts.entry(k).or_default().push((b, i));
         }
-        out.push((k, sorted.slice(start, end - start)));
-        start = end;
     }
-    out
+    parts.into_iter().collect()
+}
+
+/// Puts one encoded file as a pending file of its partition.
+async fn put_piece(
+    loc: &Location,
+    bucket: Option<i64>,
+    table: Table,
+    date: &str,
+    hour: &str,
+    rows: usize,
+    body: bytes::Bytes,
+) -> Result<Written> {
+    let dir = partition_dir(loc, table, date, hour);
+    faults::hit("store::flush::write").await?;
+    let (path, tmp) = loc.part_paths(&dir, "");
+    loc.store.put(&tmp, PutPayload::from_bytes(body)).await?;
+    Ok(Written {
+        bucket,
+        rows,
+        dir,
+        tmp,
+        path,
+    })
 }

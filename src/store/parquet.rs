@@ -85,15 +85,30 @@ pub fn to_file_batch(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
 /// Merges batches into one, sorted by `ts` (then `request_id`), the order files declare.
 /// Rows are copied once, straight into their sorted place.
 pub fn sort_by_ts(batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let all: Vec<(usize, usize)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |i| (b, i)))
+        .collect();
+    sort_rows(batches, &all)
+}
+
+/// The rows `(batch, row)` of `batches` as one batch in [`sort_by_ts`]'s order.
+pub fn sort_rows(batches: &[RecordBatch], rows: &[(usize, usize)]) -> Result<RecordBatch> {
     use arrow::datatypes::TimestampMicrosecondType;
-    let mut keys: Vec<(i64, &str, usize, usize)> = Vec::with_capacity(rows(batches));
-    for (b, batch) in batches.iter().enumerate() {
-        let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-        let ids = batch.column(0).as_string::<i32>();
-        for i in 0..batch.num_rows() {
-            keys.push((ts.value(i), ids.value(i), b, i));
-        }
-    }
+    let cols: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            (
+                b.column(1).as_primitive::<TimestampMicrosecondType>(),
+                b.column(0).as_string::<i32>(),
+            )
+        })
+        .collect();
+    let mut keys: Vec<(i64, &str, usize, usize)> = rows
+        .iter()
+        .map(|&(b, i)| (cols[b].0.value(i), cols[b].1.value(i), b, i))
+        .collect();
     keys.sort_unstable();
     let idx: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, i)| (b, i)).collect();
     let refs: Vec<&RecordBatch> = batches.iter().collect();
@@ -145,14 +160,14 @@ pub async fn merge_files(
     table: Table,
     inputs: &[Path],
     output: &Path,
-    keep: &std::collections::HashSet<u64>,
+    keep: &super::dedupe::KeySet,
 ) -> Result<Merged> {
     use parquet::arrow::AsyncArrowWriter;
     let sink = object_store::buffered::BufWriter::new(store.clone(), output.clone());
     let props = writer_properties(table, false, None);
     let mut w = AsyncArrowWriter::try_new(sink, table.file_schema(), Some(props))?;
     let mut merged = Merged::default();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = super::dedupe::KeySet::default();
     for path in inputs {
         let bytes = store.get(path).await?.bytes().await?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?

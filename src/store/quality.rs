@@ -27,7 +27,9 @@
 //! Queries add the pairs that involve unflushed rows ([`buffered`]), computed the same way from
 //! the buffer they plan against.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -369,7 +371,7 @@ pub const FEEDBACK_COLUMNS: [usize; 5] = [0, 1, 2, 3, 4];
 pub async fn repeats(
     loc: &Location,
     repeats: &[RecordBatch],
-) -> Result<(Option<RecordBatch>, std::collections::HashSet<u64>)> {
+) -> Result<(Option<RecordBatch>, super::dedupe::KeySet)> {
     let rows = feedback_rows(repeats);
     let found = lookup(loc, rows.iter().map(|r| r.0.to_string()).collect()).await?;
     let keys = super::claim::row_keys(
@@ -378,7 +380,7 @@ pub async fn repeats(
     );
     let mut state = QualityState::default();
     let mut cells: Cells = HashMap::new();
-    let mut keep = std::collections::HashSet::new();
+    let mut keep = super::dedupe::KeySet::default();
     for ((id, metric, v, day, _, _), (_, key)) in rows.iter().zip(keys) {
         match found.get(*id) {
             Some(f) => {

@@ -20,7 +20,7 @@
 //! partitioned by `date` only (with `hour` as a column): a month is 30 small files to read,
 //! not 720.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -119,8 +119,11 @@ fn opt_str(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
     (!a.is_null(i)).then(|| a.value(i))
 }
 
+/// The hourly and the latency rollup of some `requests` rows ([`compute`]).
+pub type Rollups = (RecordBatch, RecordBatch);
+
 /// The rollups (table schema: with `date` and `hour` partition columns) of `requests` rows.
-pub fn compute(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch)> {
+pub fn compute(batches: &[RecordBatch]) -> Result<Rollups> {
     let mut groups: HashMap<GroupKey, Acc> = HashMap::new();
     let mut hist: HashMap<HistKey, i64> = HashMap::new();
     for b in batches {
@@ -210,13 +213,26 @@ pub fn compute(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch)> {
 
 /// The rollups of `requests` rows as day pieces: (rollup table, `date`, rows of that day).
 pub fn day_pieces(batches: &[RecordBatch]) -> Result<Vec<(Table, String, RecordBatch)>> {
-    let (hourly, latency) = compute(batches)?;
+    day_pieces_of(vec![compute(batches)?])
+}
+
+/// [`day_pieces`] of rollups computed part by part ([`compute`] of each part), where no two
+/// parts share an hour and the parts come in hour order: every group lies in one part, so
+/// the parts side by side are the rollups of all their rows, in the same order.
+pub fn day_pieces_of(parts: Vec<Rollups>) -> Result<Vec<(Table, String, RecordBatch)>> {
+    let (hourly, latency): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
     let mut out = Vec::new();
     for (t, b) in [
         (Table::RequestsHourly, hourly),
         (Table::LatencyHourly, latency),
     ] {
-        out.extend(split_days(&b).into_iter().map(|(date, day)| (t, date, day)));
+        let Some(first) = b.first() else { continue };
+        let all = arrow::compute::concat_batches(&first.schema(), &b)?;
+        out.extend(
+            split_days(&all)
+                .into_iter()
+                .map(|(date, day)| (t, date, day)),
+        );
     }
     Ok(out)
 }

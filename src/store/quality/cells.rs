@@ -2,7 +2,7 @@
 //! feedback day, its exact sums (fixed-point, so they add up the same in any order), and the
 //! batch in `quality_hourly`'s table schema that a set of cells becomes.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
