@@ -9,7 +9,10 @@ use switchyard::cli::{Cli, LogFormat};
 /// mimalloc with its defaults (freed memory goes back to the OS 10 ms later). Returning it at
 /// once held a batch import's peak RSS 5-10% lower but cost it 8-10% of its time, and made a
 /// warm `serve` spend 27% of its CPU time in the kernel (faulting in and zeroing pages it had
-/// just given back) and answer 9% slower (README, Benchmarks).
+/// just given back) and answer 9% slower (README, Benchmarks). Built without transparent
+/// huge pages (`no_thp`): with them every 2 MiB region it touched was zeroed whole at its
+/// first fault, 16% of a batch import's CPU time; without them a batch import and a CLI
+/// query each ran 10-20% faster with less memory (README, Benchmarks).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

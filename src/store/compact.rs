@@ -15,7 +15,7 @@
 //!
 //! `recover_journals` finishes compactions journaled by earlier releases (`_compaction/`).
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore as _};
@@ -70,11 +70,10 @@ fn table_of(loc: &Location, dir: &Path) -> Option<Table> {
     })
 }
 
-/// Compacts each of `dirs` that holds enough small files (`compact_min_files`); returns how
-/// many merged files it wrote. The listings that decide it run side by side (most of the
-/// partitions a flush wrote to have too few), the compactions one at a time.
-pub async fn compact_dirs(store: &Store, dirs: impl IntoIterator<Item = Path>) -> Result<usize> {
-    compact_dirs_at(store, dirs, store.config().compact_min_files).await
+/// Compacts one partition directory when it holds enough small files
+/// (`compact_min_files`); returns how many merged files it wrote.
+pub async fn compact_dir(store: &Store, dir: &Path) -> Result<usize> {
+    compact_dir_at(store, dir, store.config().compact_min_files).await
 }
 
 /// Merges the small files of each day of the rollup tables before `before` (every day when
@@ -86,80 +85,42 @@ pub async fn compact_dirs(store: &Store, dirs: impl IntoIterator<Item = Path>) -
 /// rewrite the current day each time); closing the store runs it for every day.
 pub async fn merge_rollup_days(store: &Store, before: Option<&str>) -> Result<usize> {
     let loc = store.location();
-    let mut over = Vec::new();
+    let mut written = 0;
     for table in Table::ROLLUPS {
         let root = loc.path(&[table.name()]);
         let days = loc.committed().list_with_delimiter(Some(&root)).await?;
-        over.extend(days.common_prefixes.into_iter().filter(|dir| {
-            dir.filename()
+        for dir in days.common_prefixes {
+            let over = dir
+                .filename()
                 .and_then(|f| f.strip_prefix("date="))
-                .is_some_and(|date| before.is_none_or(|b| date < b))
-        }));
-    }
-    compact_dirs_at(store, over, 2).await
-}
-
-/// [`compact_dirs`] with its own threshold of small files.
-async fn compact_dirs_at(
-    store: &Store,
-    dirs: impl IntoIterator<Item = Path>,
-    min_files: usize,
-) -> Result<usize> {
-    /// Directory listings in flight at once.
-    const LISTINGS: usize = 8;
-    let due: Vec<Result<Option<Candidate>>> = futures::stream::iter(
-        dirs.into_iter()
-            .map(|dir| async move { candidate(store, dir, min_files).await }),
-    )
-    .buffered(LISTINGS)
-    .collect()
-    .await;
-    let mut written = 0;
-    for c in due {
-        if let Some(c) = c? {
-            written += compact_candidate(store, c, min_files).await?;
+                .is_some_and(|date| before.is_none_or(|b| date < b));
+            if over {
+                written += compact_dir_at(store, &dir, 2).await?;
+            }
         }
     }
     Ok(written)
 }
 
-/// A directory with enough small files to compact, as listed before its lease.
-struct Candidate {
-    dir: Path,
-    table: Table,
-    listed: Vec<ObjectMeta>,
-}
-
-fn is_small(store: &Store, m: &ObjectMeta) -> bool {
-    m.location.as_ref().ends_with(".parquet") && m.size < store.config().compact_small_bytes
-}
-
-/// `dir` with its listing when it holds at least `min_files` (at least 2) small files.
-async fn candidate(store: &Store, dir: Path, min_files: usize) -> Result<Option<Candidate>> {
+async fn compact_dir_at(store: &Store, dir: &Path, min_files: usize) -> Result<usize> {
+    let cfg = store.config();
     let loc = store.location();
     // Each node keeps one unmatched-feedback file, its own (`store::quality`): merging two
     // would hand one node's rows to another.
-    let Some(table) = table_of(loc, &dir).filter(|t| *t != Table::FeedbackUnmatched) else {
-        return Ok(None);
+    let Some(table) = table_of(loc, dir).filter(|t| *t != Table::FeedbackUnmatched) else {
+        return Ok(0);
+    };
+    let min_files = min_files.max(2);
+    let is_small = |m: &ObjectMeta| {
+        m.location.as_ref().ends_with(".parquet") && m.size < cfg.compact_small_bytes
     };
     // Counted before any lease: a partition with too few small files (most of those a flush
     // wrote to, every day the daily rollup pass looks at) costs one listing, not a lease
     // taken and released in the bucket.
-    let listed: Vec<ObjectMeta> = loc.committed().list(Some(&dir)).try_collect().await?;
-    let small = listed.iter().filter(|m| is_small(store, m)).count();
-    Ok((small >= min_files.max(2)).then_some(Candidate { dir, table, listed }))
-}
-
-async fn compact_candidate(store: &Store, c: Candidate, min_files: usize) -> Result<usize> {
-    let cfg = store.config();
-    let loc = store.location();
-    let Candidate {
-        dir,
-        table,
-        mut listed,
-    } = c;
-    let dir = &dir;
-    let min_files = min_files.max(2);
+    let mut listed: Vec<ObjectMeta> = loc.committed().list(Some(dir)).try_collect().await?;
+    if listed.iter().filter(|m| is_small(m)).count() < min_files {
+        return Ok(0);
+    }
     // One compactor per partition among the nodes writing a bucket (`store::lease`).
     let Some(mut lease) = lease::Partition::take(loc, dir).await? else {
         return Ok(0);
@@ -171,7 +132,7 @@ async fn compact_candidate(store: &Store, c: Candidate, min_files: usize) -> Res
         .settled(loc, listed)
         .await?
         .into_iter()
-        .filter(|m| is_small(store, m))
+        .filter(|m| is_small(m))
         .collect();
     if small.len() < min_files {
         lease.release(loc).await;

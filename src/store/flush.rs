@@ -127,8 +127,10 @@ impl Store {
             m.flush_seconds.observe(started.elapsed());
         }
         self.inner.flushed.notify_waiters();
-        let n = compact::compact_dirs(self, touched).await?;
-        m.compactions.fetch_add(n as u64, Ordering::Relaxed);
+        for dir in touched {
+            let n = compact::compact_dir(self, &dir).await?;
+            m.compactions.fetch_add(n as u64, Ordering::Relaxed);
+        }
         tracing::debug!(
             rows = stats.rows,
             files = stats.files,
