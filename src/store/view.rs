@@ -111,11 +111,13 @@ impl CommittedStore {
             .transpose()
     }
 
-    /// Applies the records to a listing; `in_scope` says which final paths it covers.
+    /// Applies the records to a listing; `in_scope` says which final paths it covers (given
+    /// as a record writes them, `Path`'s canonical text, so that the many out of scope cost
+    /// a string comparison each, not a parse).
     async fn resolve(
         &self,
         listed: Vec<ObjectMeta>,
-        in_scope: impl Fn(&Path) -> bool,
+        in_scope: impl Fn(&str) -> bool,
     ) -> object_store::Result<Vec<ObjectMeta>> {
         let records = self.records().await?;
         if records.is_empty() {
@@ -145,13 +147,10 @@ impl CommittedStore {
             }
         }
         for p in records.iter().flat_map(|r| r.publish.iter()) {
-            if seen.contains(&p.path) || hidden.contains(p.path.as_str()) {
+            if !in_scope(&p.path) || seen.contains(&p.path) || hidden.contains(p.path.as_str()) {
                 continue;
             }
             let path = commit::parse_path(&p.path).map_err(view_err)?;
-            if !in_scope(&path) {
-                continue;
-            }
             // Committed after the listing ran: found under either name.
             let meta = match self.inner.head(&path).await {
                 Ok(m) => Some(m),
@@ -237,7 +236,7 @@ impl ObjectStore for CommittedStore {
             let scope = prefix.as_ref().map(|p| format!("{p}/"));
             let out = this
                 .resolve(listed, |p| {
-                    scope.as_deref().is_none_or(|s| p.as_ref().starts_with(s))
+                    scope.as_deref().is_none_or(|s| p.starts_with(s))
                 })
                 .await?;
             Ok::<_, object_store::Error>(futures::stream::iter(out.into_iter().map(Ok)))
@@ -250,7 +249,12 @@ impl ObjectStore for CommittedStore {
         let mut r = self.inner.list_with_delimiter(prefix).await?;
         let dir = prefix.cloned().unwrap_or_default();
         let objects = std::mem::take(&mut r.objects);
-        r.objects = self.resolve(objects, |p| commit::parent(p) == dir).await?;
+        let dir = dir.as_ref();
+        r.objects = self
+            .resolve(objects, |p| {
+                p.rsplit_once('/').map_or("", |(parent, _)| parent) == dir
+            })
+            .await?;
         Ok(r)
     }
 
