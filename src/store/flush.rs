@@ -280,35 +280,11 @@ impl Store {
         }
         // Rollups of the flushed requests, one file per day and rollup table.
         if err.is_none() && !rollups.is_empty() {
-            let days = tokio::task::spawn_blocking(move || rollup::day_pieces_of(rollups))
-                .await
-                .map_err(|e| Error::Internal(format!("rollup task: {e}")))?;
-            match days {
-                Ok(days) => {
-                    let jobs = days.into_iter().map(|(t, date, day)| {
-                        let loc = self.inner.loc.clone();
-                        async move {
-                            let rows = day.num_rows();
-                            let body = tokio::task::spawn_blocking(move || {
-                                parquet::encode(t, &[parquet::to_file_batch(t, &day)?])
-                            })
-                            .await
-                            .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
-                            put_piece(&loc, None, t, &date, "", rows, body).await
-                        }
-                    });
-                    let results: Vec<Result<Written>> = futures::stream::iter(jobs)
-                        .buffer_unordered(cores)
-                        .collect()
-                        .await;
-                    for r in results {
-                        match r {
-                            Ok(w) => ok.push(w),
-                            Err(e) => err = err.or(Some(e)),
-                        }
-                    }
+            for r in self.write_rollup_days(rollups, cores).await {
+                match r {
+                    Ok(w) => ok.push(w),
+                    Err(e) => err = err.or(Some(e)),
                 }
-                Err(e) => err = Some(e),
             }
         }
         tracing::debug!(
@@ -319,6 +295,38 @@ impl Store {
             "wrote partitions"
         );
         Ok((ok, err))
+    }
+
+    /// The rollup files of a flush's partitions' rollups (in hour order), one per day and
+    /// rollup table, written `cores` at a time: each file written, or why it was not.
+    async fn write_rollup_days(
+        &self,
+        rollups: Vec<rollup::Rollups>,
+        cores: usize,
+    ) -> Vec<Result<Written>> {
+        let days = tokio::task::spawn_blocking(move || rollup::day_pieces_of(rollups))
+            .await
+            .map_err(|e| Error::Internal(format!("rollup task: {e}")));
+        let days = match days {
+            Ok(Ok(days)) => days,
+            Ok(Err(e)) | Err(e) => return vec![Err(e)],
+        };
+        let jobs = days.into_iter().map(|(t, date, day)| {
+            let loc = self.inner.loc.clone();
+            async move {
+                let rows = day.num_rows();
+                let body = tokio::task::spawn_blocking(move || {
+                    parquet::encode(t, &[parquet::to_file_batch(t, &day)?])
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("encode task: {e}")))??;
+                put_piece(&loc, None, t, &date, "", rows, body).await
+            }
+        });
+        futures::stream::iter(jobs)
+            .buffer_unordered(cores)
+            .collect()
+            .await
     }
 
     /// Runs the flusher until `shutdown` fires, then flushes what is left.
